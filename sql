@@ -1,0 +1,1 @@
+swf_pool/sql

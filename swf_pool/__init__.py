@@ -1,0 +1,51 @@
+"""swf-pool: a durable system of record for intent, with a multiprocessing worker pool."""
+
+from .client import Client
+from .errors import (
+    ConfigError,
+    ConnectError,
+    DatabaseError,
+    InvalidDsn,
+    InvalidPayload,
+    MigrationError,
+    PermanentError,
+    RunAlreadyFinished,
+    RunNotFound,
+    SchemaNotReady,
+    SwfError,
+    ValidationError,
+)
+from .handlers import Registry, Run
+from .models import Audit, Event, EventType, RunRecord, Status, Submitted
+from .retry import Exponential, Fixed, GoBackoff, NoRetry, RetryPolicy
+from .worker import Worker
+
+__all__ = [
+    "Audit",
+    "Client",
+    "ConfigError",
+    "ConnectError",
+    "DatabaseError",
+    "Event",
+    "EventType",
+    "Exponential",
+    "Fixed",
+    "GoBackoff",
+    "InvalidDsn",
+    "InvalidPayload",
+    "MigrationError",
+    "NoRetry",
+    "PermanentError",
+    "Registry",
+    "RetryPolicy",
+    "Run",
+    "RunAlreadyFinished",
+    "RunNotFound",
+    "RunRecord",
+    "SchemaNotReady",
+    "Status",
+    "Submitted",
+    "SwfError",
+    "ValidationError",
+    "Worker",
+]

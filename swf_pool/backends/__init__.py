@@ -1,0 +1,74 @@
+"""Storage backends: the one place where each database's SQL runs.
+
+Both backends offer the same operations (`Backend`); everything above them (client, worker,
+pool, migrations) is backend-agnostic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from ..dsn import PostgresTarget, Target, parse_dsn
+from ..migrate import Migration
+from ..models import (
+    Claimed,
+    Event,
+    LeaseState,
+    NewRun,
+    Outcome,
+    RunFilter,
+    RunRecord,
+    Status,
+    Submitted,
+)
+
+
+class Backend(Protocol):
+    kind: str
+    description: str  # where it points, without secrets
+
+    def close(self) -> None: ...
+
+    # migrations
+    def applied_versions(self) -> list[int]: ...
+    def apply_migration(self, migration: Migration, up: bool) -> None: ...
+
+    # producer side
+    def submit(self, runs: Sequence[NewRun], audit_full: bool) -> list[Submitted]: ...
+    def get(self, run_id: str) -> RunRecord | None: ...
+    def list_runs(self, filters: RunFilter) -> list[RunRecord]: ...
+    def events(self, run_id: str) -> list[Event]: ...
+    def run_status(self, run_id: str) -> Status | None: ...
+    def cancel(self, run_id: str) -> bool: ...
+
+    # worker side
+    def claim(self, worker_id: str, types: Sequence[str], prefixes: Sequence[str], limit: int,
+              lease_seconds: float, audit_full: bool) -> list[Claimed]: ...
+    def start(self, worker_id: str, run_ids: Sequence[str]) -> None: ...
+    def complete(self, worker_id: str, outcomes: Sequence[Outcome],
+                 audit_full: bool) -> set[str]: ...
+    def heartbeat(self, worker_id: str, leases: Sequence[tuple[str, int]], extend_seconds: float,
+                  record: bool) -> dict[str, LeaseState]: ...
+    def register(self, names: Sequence[str]) -> None: ...
+
+
+def open_backend(dsn: str | Target, *, pool_size: int = 4) -> Backend:
+    """Connect to the database named by `dsn` (see `swf_pool.dsn`)."""
+    target = parse_dsn(dsn) if isinstance(dsn, str) else dsn
+    if isinstance(target, PostgresTarget):
+        from .postgres import PostgresBackend
+
+        return PostgresBackend(target, pool_size=pool_size)
+    from .sqlite import SqliteBackend
+
+    return SqliteBackend(target)
+
+
+def lease_state(held: bool, status: str | None) -> LeaseState:
+    """Classify one heartbeat row."""
+    if held:
+        return LeaseState.HELD
+    if status == Status.CANCELLED:
+        return LeaseState.CANCELLED
+    return LeaseState.LOST

@@ -1,0 +1,220 @@
+"""PostgreSQL backend: a psycopg connection pool and the named queries of `postgres.sql`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from .. import queries
+from ..dsn import PostgresTarget, redact
+from ..errors import ConnectError, DatabaseError, MigrationError, SchemaNotReady
+from ..migrate import Migration
+from ..models import (
+    Claimed,
+    Event,
+    LeaseState,
+    NewRun,
+    Outcome,
+    RunFilter,
+    RunRecord,
+    Status,
+    Submitted,
+)
+from . import lease_state
+
+Q = queries.load("postgres")
+CONNECT_TIMEOUT_SECONDS = 10.0
+Row = dict[str, Any]
+
+
+def notify_channel(schema: str) -> str:
+    """The channel the insert trigger notifies (see migration 0002)."""
+    return f"swf_pool.{schema}"
+
+
+class PostgresBackend:
+    kind = "postgres"
+
+    def __init__(self, target: PostgresTarget, *, pool_size: int = 4) -> None:
+        self.target = target
+        self.description = f"postgres {redact(target.conninfo)} (schema {target.schema})"
+        self._search_path = sql.SQL("SET search_path TO {}").format(sql.Identifier(target.schema))
+        probe(target).close()  # a clear error now beats a pool timeout later
+        self._pool = ConnectionPool(
+            target.conninfo,
+            min_size=1,
+            max_size=max(1, pool_size),
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            configure=self._configure,
+            open=False,
+            name=f"swf-pool:{target.schema}",
+        )
+        try:
+            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
+        except PoolTimeout as exc:
+            raise ConnectError(f"cannot open a pool to {self.description}: {exc}") from None
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(self._search_path)
+        set_json_loads(orjson.loads, conn)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Row]]:
+        try:
+            with self._pool.connection() as conn:
+                yield conn  # type: ignore[misc]
+        except psycopg.errors.UndefinedTable as exc:
+            raise SchemaNotReady(
+                f"{exc.diag.message_primary} in schema {self.target.schema!r}: "
+                "run `swf-pool migrate up` (or pass migrate=True)"
+            ) from None
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise ConnectError(f"lost the database ({self.description}): {exc}") from exc
+        except psycopg.Error as exc:
+            raise DatabaseError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _rows(self, name: str, params: dict[str, Any]) -> list[Row]:
+        with self._conn() as conn:
+            return conn.execute(Q[name], params).fetchall()
+
+    # -- migrations ---------------------------------------------------------------------------
+
+    def applied_versions(self) -> list[int]:
+        with self._conn() as conn:
+            if not conn.execute(Q["version_table_exists"]).fetchone()["present"]:  # type: ignore[index]
+                return []
+            return [row["version_id"] for row in conn.execute(Q["applied_versions"])]
+
+    def apply_migration(self, migration: Migration, up: bool) -> None:
+        with self._conn() as conn:
+            try:
+                with conn.transaction():
+                    create = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}")
+                    conn.execute(create.format(sql.Identifier(self.target.schema)))
+                    conn.execute(Q["create_version_table"])
+                    conn.execute((migration.up if up else migration.down).encode())
+                    record = "record_version" if up else "forget_version"
+                    conn.execute(Q[record], {"version": migration.version})
+            except psycopg.errors.DatabaseError as exc:
+                raise MigrationError(
+                    f"migration {migration.version} ({migration.name}) failed: {exc}"
+                ) from exc
+
+    # -- producer side ------------------------------------------------------------------------
+
+    def submit(self, runs: Sequence[NewRun], audit_full: bool) -> list[Submitted]:
+        params = {
+            "ids": [r.id for r in runs],
+            "types": [r.type for r in runs],
+            "payloads": [r.payload for r in runs],
+            "priorities": [r.priority for r in runs],
+            "max_attempts": [r.max_attempts for r in runs],
+            "keys": [r.idempotency_key for r in runs],
+            "run_ats": [r.run_at for r in runs],
+            "audit_full": audit_full,
+        }
+        with self._conn() as conn:
+            created = {str(row["id"]) for row in conn.execute(Q["submit"], params)}
+            missing = [r.idempotency_key for r in runs if r.id not in created]
+            existing = {}
+            if missing:
+                rows = conn.execute(Q["ids_by_key"], {"keys": missing})
+                existing = {row["idempotency_key"]: str(row["id"]) for row in rows}
+        return [
+            Submitted(r.id, True) if r.id in created
+            else Submitted(existing[r.idempotency_key], False)  # type: ignore[index]
+            for r in runs
+        ]
+
+    def get(self, run_id: str) -> RunRecord | None:
+        rows = self._rows("get_run", {"id": run_id})
+        return RunRecord.from_row(rows[0]) if rows else None
+
+    def list_runs(self, filters: RunFilter) -> list[RunRecord]:
+        params = {
+            "type": filters.type,
+            "status": filters.status.value if filters.status else None,
+            "key": filters.idempotency_key,
+            "limit": filters.limit,
+            "offset": filters.offset,
+        }
+        return [RunRecord.from_row(row) for row in self._rows("list_runs", params)]
+
+    def events(self, run_id: str) -> list[Event]:
+        return [Event.from_row(row) for row in self._rows("list_events", {"id": run_id})]
+
+    def run_status(self, run_id: str) -> Status | None:
+        rows = self._rows("run_status", {"id": run_id})
+        return Status(rows[0]["status"]) if rows else None
+
+    def cancel(self, run_id: str) -> bool:
+        return bool(self._rows("cancel", {"id": run_id}))
+
+    # -- worker side --------------------------------------------------------------------------
+
+    def claim(self, worker_id: str, types: Sequence[str], prefixes: Sequence[str], limit: int,
+              lease_seconds: float, audit_full: bool) -> list[Claimed]:
+        params = {
+            "worker": worker_id,
+            "types": list(types),
+            "prefixes": list(prefixes),
+            "limit": limit,
+            "lease": lease_seconds,
+            "audit_full": audit_full,
+        }
+        return [Claimed.from_row(row) for row in self._rows("claim", params)]
+
+    def start(self, worker_id: str, run_ids: Sequence[str]) -> None:
+        with self._conn() as conn:
+            conn.execute(Q["start"], {"worker": worker_id, "ids": list(run_ids)})
+
+    def complete(self, worker_id: str, outcomes: Sequence[Outcome], audit_full: bool) -> set[str]:
+        params = {
+            "worker": worker_id,
+            "ids": [o.id for o in outcomes],
+            "attempts": [o.attempt for o in outcomes],
+            "statuses": [o.status.value for o in outcomes],
+            "results": [o.result for o in outcomes],
+            "errors": [o.error for o in outcomes],
+            "retry_ats": [o.retry_at for o in outcomes],
+            "audit_full": audit_full,
+        }
+        return {str(row["id"]) for row in self._rows("complete", params)}
+
+    def heartbeat(self, worker_id: str, leases: Sequence[tuple[str, int]], extend_seconds: float,
+                  record: bool) -> dict[str, LeaseState]:
+        params = {
+            "worker": worker_id,
+            "ids": [run_id for run_id, _ in leases],
+            "attempts": [attempt for _, attempt in leases],
+            "extend": extend_seconds,
+            "record": record,
+        }
+        rows = self._rows("heartbeat", params)
+        return {str(row["id"]): lease_state(row["held"], row["status"]) for row in rows}
+
+    def register(self, names: Sequence[str]) -> None:
+        with self._conn() as conn:
+            conn.execute(Q["register"], {"names": sorted(set(names))})
+
+
+def probe(target: PostgresTarget) -> psycopg.Connection[Any]:
+    """Connect once, turning libpq's failure into a `ConnectError` that says where and why."""
+    try:
+        return psycopg.connect(target.conninfo, connect_timeout=int(CONNECT_TIMEOUT_SECONDS))
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ConnectError(
+            f"cannot connect to PostgreSQL ({redact(target.conninfo)}): {reason}"
+        ) from None

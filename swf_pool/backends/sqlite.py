@@ -1,0 +1,292 @@
+"""SQLite backend: one connection per backend object, serialised by a lock.
+
+Writes that must be atomic run in `BEGIN IMMEDIATE` transactions, so several processes can
+share one database file (WAL mode; each waits its turn up to the busy timeout).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .. import codec, queries
+from ..dsn import SqliteTarget
+from ..errors import ConnectError, DatabaseError, MigrationError, SchemaNotReady
+from ..migrate import Migration
+from ..models import (
+    Claimed,
+    Event,
+    EventType,
+    LeaseState,
+    NewRun,
+    Outcome,
+    RunFilter,
+    RunRecord,
+    Status,
+    Submitted,
+)
+from . import lease_state
+
+Q = queries.load("sqlite")
+BUSY_TIMEOUT_SECONDS = 30.0
+_TIME_COLUMNS = ("run_at", "lease_until", "created_at", "updated_at")
+_JSON_COLUMNS = ("payload", "result", "data")
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def format_time(moment: datetime) -> str:
+    """UTC text with microseconds; its first 19 characters are the Go library's format."""
+    return moment.astimezone(UTC).strftime(_TIME_FORMAT)
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """Read our format or the Go library's (`YYYY-MM-DD HH:MM:SS`, optionally with T/Z)."""
+    if text is None:
+        return None
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _now() -> str:
+    return format_time(datetime.now(UTC))
+
+
+def _dict(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    for column in _TIME_COLUMNS:
+        if column in out:
+            out[column] = parse_time(out[column])
+    for column in _JSON_COLUMNS:
+        if column in out:
+            out[column] = codec.decode(out[column])
+    return out
+
+
+class SqliteBackend:
+    kind = "sqlite"
+
+    def __init__(self, target: SqliteTarget) -> None:
+        self.target = target
+        self.description = f"sqlite {target.path}"
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(
+                target.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None,
+                check_same_thread=False,
+            )
+            if target.path != ":memory:":
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            # LIKE patterns are type prefixes: case matters, as on PostgreSQL.
+            self._db.execute("PRAGMA case_sensitive_like = ON")
+        except sqlite3.Error as exc:
+            raise ConnectError(f"cannot open SQLite database {target.path!r}: {exc}") from None
+        self._db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute(f"BEGIN {mode}")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    raise SchemaNotReady(
+                        f"{exc} in {self.target.path!r}: run `swf-pool migrate up` "
+                        "(or pass migrate=True)"
+                    ) from None
+                raise DatabaseError(f"{self.description}: {exc}") from exc
+
+    def _rows(self, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        with self._tx("DEFERRED") as db:
+            return [_dict(row) for row in db.execute(Q[name], params)]
+
+    # -- migrations ---------------------------------------------------------------------------
+
+    def applied_versions(self) -> list[int]:
+        with self._tx("DEFERRED") as db:
+            if not db.execute(Q["version_table_exists"]).fetchone()["present"]:
+                return []
+            return [row["version_id"] for row in db.execute(Q["applied_versions"])]
+
+    def apply_migration(self, migration: Migration, up: bool) -> None:
+        try:
+            with self._tx() as db:
+                for statement in _statements(Q["create_version_table"]):
+                    db.execute(statement)
+                for statement in _statements(migration.up if up else migration.down):
+                    db.execute(statement)
+                record = "record_version" if up else "forget_version"
+                db.execute(Q[record], {"version": migration.version})
+        except DatabaseError as exc:
+            raise MigrationError(
+                f"migration {migration.version} ({migration.name}) failed: {exc}"
+            ) from exc
+
+    # -- producer side ------------------------------------------------------------------------
+
+    def submit(self, runs: Sequence[NewRun], audit_full: bool) -> list[Submitted]:
+        now = _now()
+        out = []
+        with self._tx() as db:
+            for run in runs:
+                params = {
+                    "id": run.id, "type": run.type, "payload": run.payload,
+                    "priority": run.priority, "max_attempts": run.max_attempts,
+                    "key": run.idempotency_key, "now": now,
+                    "run_at": format_time(run.run_at) if run.run_at else None,
+                }
+                if db.execute(Q["submit"], params).fetchone():
+                    out.append(Submitted(run.id, True))
+                    if audit_full:
+                        _event(db, run.id, EventType.CREATED, None, now)
+                else:
+                    row = db.execute(Q["id_by_key"], {"key": run.idempotency_key}).fetchone()
+                    out.append(Submitted(row["id"], False))
+        return out
+
+    def get(self, run_id: str) -> RunRecord | None:
+        rows = self._rows("get_run", {"id": run_id})
+        return RunRecord.from_row(rows[0]) if rows else None
+
+    def list_runs(self, filters: RunFilter) -> list[RunRecord]:
+        params = {
+            "type": filters.type,
+            "status": filters.status.value if filters.status else None,
+            "key": filters.idempotency_key,
+            "limit": filters.limit,
+            "offset": filters.offset,
+        }
+        return [RunRecord.from_row(row) for row in self._rows("list_runs", params)]
+
+    def events(self, run_id: str) -> list[Event]:
+        return [Event.from_row(row) for row in self._rows("list_events", {"id": run_id})]
+
+    def run_status(self, run_id: str) -> Status | None:
+        rows = self._rows("run_status", {"id": run_id})
+        return Status(rows[0]["status"]) if rows else None
+
+    def cancel(self, run_id: str) -> bool:
+        now = _now()
+        with self._tx() as db:
+            if not db.execute(Q["cancel"], {"id": run_id, "now": now}).fetchone():
+                return False
+            _event(db, run_id, EventType.CANCELLED, None, now)
+            return True
+
+    # -- worker side --------------------------------------------------------------------------
+
+    def claim(self, worker_id: str, types: Sequence[str], prefixes: Sequence[str], limit: int,
+              lease_seconds: float, audit_full: bool) -> list[Claimed]:
+        moment = datetime.now(UTC)
+        now = format_time(moment)
+        lease_until = format_time(moment + timedelta(seconds=lease_seconds))
+        match = {"types": codec.encode(list(types)), "prefixes": codec.encode(list(prefixes)),
+                 "now": now, "limit": limit}
+        claimed = []
+        with self._tx() as db:
+            rescued = {}
+            for row in db.execute(Q["expired"], match).fetchall():
+                _event(db, row["id"], EventType.LEASE_EXPIRED,
+                       {"worker_id": row["leased_by"], "attempt": row["attempt"]}, now)
+                if row["attempt"] >= row["max_attempts"]:
+                    error = (f"lease expired on attempt {row['attempt']} of "
+                             f"{row['max_attempts']}: worker {row['leased_by']} stopped "
+                             "without completing it")
+                    db.execute(Q["exhaust"], {"id": row["id"], "error": error, "now": now})
+                    _event(db, row["id"], EventType.FAILED,
+                           {"attempt": row["attempt"], "error": error}, now)
+                else:
+                    rescued[row["id"]] = row["leased_by"]
+            ids = list(rescued)[:limit]
+            if len(ids) < limit:
+                ids += [row["id"] for row in
+                        db.execute(Q["pending"], {**match, "limit": limit - len(ids)})]
+            for run_id in ids:
+                params = {"id": run_id, "worker": worker_id, "now": now,
+                          "lease_until": lease_until}
+                row = _dict(db.execute(Q["lease"], params).fetchone())
+                claimed.append(row)
+                if audit_full:
+                    _event(db, run_id, EventType.LEASED,
+                           {"worker_id": worker_id, "attempt": row["attempt"]}, now)
+        claimed.sort(key=lambda row: (row["priority"], row["created_at"]))
+        return [Claimed.from_row(row) for row in claimed]
+
+    def start(self, worker_id: str, run_ids: Sequence[str]) -> None:
+        now = _now()
+        with self._tx() as db:
+            for run_id in run_ids:
+                _event(db, run_id, EventType.STARTED, {"worker_id": worker_id}, now)
+
+    def complete(self, worker_id: str, outcomes: Sequence[Outcome], audit_full: bool) -> set[str]:
+        now = _now()
+        done = set()
+        with self._tx() as db:
+            for o in outcomes:
+                params = {
+                    "id": o.id, "attempt": o.attempt, "worker": worker_id, "now": now,
+                    "status": o.status.value, "result": o.result, "error": o.error,
+                    "retry_at": format_time(o.retry_at) if o.retry_at else None,
+                }
+                if not db.execute(Q["complete"], params).fetchone():
+                    continue
+                done.add(o.id)
+                if o.status is Status.SUCCEEDED:
+                    if audit_full:
+                        _event(db, o.id, EventType.SUCCEEDED, None, now)
+                else:
+                    kind = EventType.RETRIED if o.status is Status.PENDING else EventType.FAILED
+                    _event(db, o.id, kind, {"attempt": o.attempt, "error": o.error}, now)
+        return done
+
+    def heartbeat(self, worker_id: str, leases: Sequence[tuple[str, int]], extend_seconds: float,
+                  record: bool) -> dict[str, LeaseState]:
+        moment = datetime.now(UTC)
+        now = format_time(moment)
+        until = format_time(moment + timedelta(seconds=extend_seconds))
+        states = {}
+        with self._tx() as db:
+            for run_id, attempt in leases:
+                params = {"id": run_id, "attempt": attempt, "worker": worker_id, "now": now,
+                          "lease_until": until}
+                held = db.execute(Q["extend"], params).fetchone() is not None
+                if held and record:
+                    _event(db, run_id, EventType.HEARTBEAT,
+                           {"extended_by_seconds": extend_seconds}, now)
+                status = db.execute(Q["run_status"], {"id": run_id}).fetchone()
+                states[run_id] = lease_state(held, status["status"] if status else None)
+        return states
+
+    def register(self, names: Sequence[str]) -> None:
+        now = _now()
+        with self._tx() as db:
+            for name in sorted(set(names)):
+                db.execute(Q["register"], {"id": str(uuid.uuid4()), "name": name, "now": now})
+
+
+def _event(db: sqlite3.Connection, run_id: str, kind: EventType, data: Any, now: str) -> None:
+    encoded = None if data is None else codec.encode(data, "event data")
+    db.execute(Q["insert_event"], {"id": run_id, "event": kind.value, "data": encoded, "now": now})
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (ours hold no semicolons inside literals)."""
+    return [part.strip() for part in script.split(";") if part.strip()
+            and not all(line.startswith("--") for line in part.strip().splitlines())]
+

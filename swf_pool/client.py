@@ -1,0 +1,226 @@
+"""The producer API: submit, inspect and cancel runs."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+from . import codec
+from .backends import Backend, open_backend
+from .migrate import ensure_ready
+from .migrate import up as migrate_up
+from .errors import RunAlreadyFinished, RunNotFound, ValidationError
+from .models import (
+    DEFAULT_LIST_LIMIT,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_PRIORITY,
+    Audit,
+    Event,
+    NewRun,
+    RunFilter,
+    RunRecord,
+    Status,
+    Submitted,
+)
+
+INT32_MAX = 2**31 - 1
+MAX_TYPE_LENGTH = 255
+MAX_LIST_LIMIT = 1000
+
+
+class Client:
+    """A connection to a workflow database, for producers (and the worker underneath).
+
+    `dsn` is a connection string (see `swf_pool.dsn`). With `migrate=True` pending migrations
+    are applied first; otherwise a database that is not migrated is a `SchemaNotReady` error.
+    `audit="failures"` skips the `created` event on submit.
+    """
+
+    def __init__(self, dsn: str, *, migrate: bool = False, audit: Audit | str = Audit.FULL,
+                 pool_size: int = 4) -> None:
+        self.audit = _audit(audit)
+        self.backend: Backend = open_backend(dsn, pool_size=pool_size)
+        try:
+            if migrate:
+                migrate_up(self.backend)
+            else:
+                ensure_ready(self.backend)
+        except BaseException:
+            self.backend.close()
+            raise
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def submit(self, type: str, payload: Any = None, *, idempotency_key: str | None = None,
+               priority: int = DEFAULT_PRIORITY, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+               run_at: datetime | None = None,
+               run_in: timedelta | float | None = None) -> Submitted:
+        """Record the intent that a run of `type` happen, with `payload` (any JSON value).
+
+        Lower `priority` runs first (0 and negative values are allowed). `run_at` (an aware
+        datetime) or `run_in` (a timedelta or seconds) delay the run. With an
+        `idempotency_key` that already exists nothing is created: the result carries the
+        existing run's id and `created=False`.
+        """
+        run = new_run(type, payload, idempotency_key=idempotency_key, priority=priority,
+                      max_attempts=max_attempts, run_at=run_at, run_in=run_in)
+        return self.backend.submit([run], self.audit is Audit.FULL)[0]
+
+    def submit_many(self, items: Iterable[Mapping[str, Any]]) -> list[Submitted]:
+        """Submit many runs in one round trip; each item holds `submit`'s arguments by name.
+
+        Every item is validated before anything is written; results are in input order.
+        """
+        runs = []
+        for index, item in enumerate(items):
+            try:
+                runs.append(new_run(**item))
+            except TypeError as exc:
+                raise ValidationError(f"item {index}: {exc}") from None
+            except ValidationError as exc:
+                raise type(exc)(f"item {index}: {exc}") from None
+        return self.backend.submit(runs, self.audit is Audit.FULL) if runs else []
+
+    def cancel(self, run_id: str) -> None:
+        """Cancel a pending or leased run; its handler's result, if any, will be discarded."""
+        key = _uuid(run_id)
+        if key is None:
+            raise RunNotFound(f"workflow run {run_id!r} not found")
+        if self.backend.cancel(key):
+            return
+        status = self.backend.run_status(key)
+        if status is None:
+            raise RunNotFound(f"workflow run {run_id} not found")
+        raise RunAlreadyFinished(f"workflow run {run_id} is already {status}")
+
+    def get(self, run_id: str) -> RunRecord | None:
+        """The run, or None if there is none (or it was soft-deleted)."""
+        key = _uuid(run_id)
+        return None if key is None else self.backend.get(key)
+
+    def list(self, *, type: str | None = None, status: Status | str | None = None,
+             idempotency_key: str | None = None, limit: int = DEFAULT_LIST_LIMIT,
+             offset: int = 0) -> list[RunRecord]:
+        """Runs, newest first, optionally filtered; `limit` is at most 1000."""
+        filters = RunFilter(
+            type=type,
+            status=_status(status),
+            idempotency_key=idempotency_key,
+            limit=_bounded("limit", limit, 1, MAX_LIST_LIMIT),
+            offset=_bounded("offset", offset, 0, INT32_MAX),
+        )
+        return self.backend.list_runs(filters)
+
+    def events(self, run_id: str) -> list[Event]:
+        """The run's audit trail, oldest first."""
+        key = _uuid(run_id)
+        return [] if key is None else self.backend.events(key)
+
+
+def new_run(type: str, payload: Any = None, *, idempotency_key: str | None = None,
+            priority: int = DEFAULT_PRIORITY, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+            run_at: datetime | None = None, run_in: timedelta | float | None = None) -> NewRun:
+    """Validate `submit`'s arguments into a `NewRun`, or raise a `ValidationError`."""
+    return NewRun(
+        id=str(uuid.uuid4()),
+        type=_type(type),
+        payload=codec.encode(payload),
+        priority=_bounded("priority", priority, -INT32_MAX - 1, INT32_MAX),
+        max_attempts=_bounded("max_attempts", max_attempts, 1, INT32_MAX),
+        idempotency_key=_key(idempotency_key),
+        run_at=_when(run_at, run_in),
+    )
+
+
+def _audit(value: Audit | str) -> Audit:
+    try:
+        return Audit(value)
+    except ValueError:
+        raise ValidationError(
+            f"audit must be one of {', '.join(a.value for a in Audit)}, got {value!r}"
+        ) from None
+
+
+def _text(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(f"{name} must be a string, got {type(value).__name__}")
+    if "\x00" in value:
+        raise ValidationError(f"{name} must not contain NUL characters")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValidationError(f"{name} is not valid UTF-8 text") from None
+    return value
+
+
+def _type(value: object) -> str:
+    text = _text("type", value)
+    if not text.strip():
+        raise ValidationError("type must not be empty")
+    if len(text) > MAX_TYPE_LENGTH:
+        raise ValidationError(f"type is longer than {MAX_TYPE_LENGTH} characters")
+    return text
+
+
+def _key(value: object) -> str | None:
+    if value is None:
+        return None
+    text = _text("idempotency_key", value)
+    return text or None  # the Go library treats an empty key as no key
+
+
+def _bounded(name: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"{name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ValidationError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _when(run_at: datetime | None, run_in: timedelta | float | None) -> datetime | None:
+    if run_at is not None and run_in is not None:
+        raise ValidationError("give run_at or run_in, not both")
+    if run_at is not None:
+        if not isinstance(run_at, datetime):
+            raise ValidationError(f"run_at must be a datetime, got {type(run_at).__name__}")
+        if run_at.tzinfo is None or run_at.utcoffset() is None:
+            raise ValidationError("run_at must be timezone-aware (e.g. datetime.now(UTC))")
+        return run_at
+    if run_in is None:
+        return None
+    if isinstance(run_in, bool) or not isinstance(run_in, timedelta | int | float):
+        raise ValidationError(f"run_in must be a timedelta or seconds, got {run_in!r}")
+    delta = run_in if isinstance(run_in, timedelta) else timedelta(seconds=run_in)
+    if delta < timedelta(0):
+        raise ValidationError(f"run_in must not be negative, got {run_in!r}")
+    return datetime.now(UTC) + delta
+
+
+def _status(value: Status | str | None) -> Status | None:
+    if value is None:
+        return None
+    try:
+        return Status(value)
+    except ValueError:
+        raise ValidationError(
+            f"unknown status {value!r}: use one of {', '.join(s.value for s in Status)}"
+        ) from None
+
+
+def _uuid(value: object) -> str | None:
+    """The canonical form of a run id, or None if it is not a UUID (so no such run exists)."""
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        return None

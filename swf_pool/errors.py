@@ -1,0 +1,69 @@
+"""The exceptions swf-pool raises. Each class's docstring is its default message.
+
+    SwfError
+    ├── ConfigError            bad settings: a value out of range, an unknown option
+    │   └── InvalidDsn         a connection string that cannot be parsed
+    ├── ValidationError        bad input to the API; nothing was written
+    │   └── InvalidPayload     a payload or result that is not JSON
+    ├── DatabaseError          the database could not be used
+    │   ├── ConnectError       the server cannot be reached or refuses us
+    │   ├── SchemaNotReady     the schema is missing or not migrated
+    │   └── MigrationError     a migration could not be applied
+    ├── RunNotFound            no such run (or it is soft-deleted)
+    └── RunAlreadyFinished     the run is succeeded, failed or cancelled
+
+`PermanentError` is raised by handlers, not by swf-pool: it fails a run at once, without retry.
+"""
+
+from __future__ import annotations
+
+
+class SwfError(Exception):
+    """swf-pool error."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigError(SwfError, ValueError):
+    """Invalid configuration."""
+
+
+class InvalidDsn(ConfigError):
+    """Invalid connection string."""
+
+
+class ValidationError(SwfError, ValueError):
+    """Invalid input."""
+
+
+class InvalidPayload(ValidationError):
+    """The payload is not JSON-serializable."""
+
+
+class DatabaseError(SwfError):
+    """The database could not be used."""
+
+
+class ConnectError(DatabaseError):
+    """Cannot connect to the database."""
+
+
+class SchemaNotReady(DatabaseError):
+    """The workflow schema is missing or not migrated (run `swf-pool migrate up`)."""
+
+
+class MigrationError(DatabaseError):
+    """A migration failed."""
+
+
+class RunNotFound(SwfError, LookupError):
+    """Workflow run not found."""
+
+
+class RunAlreadyFinished(SwfError):
+    """Workflow run is already finished."""
+
+
+class PermanentError(Exception):
+    """Raised by a handler to fail its run at once, whatever attempts are left."""

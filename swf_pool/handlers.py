@@ -1,0 +1,118 @@
+"""Handlers: what a worker knows how to execute, and the `Run` each handler receives."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .errors import ConfigError
+from .models import DEFAULT_LEASE_SECONDS, Claimed, LeaseState
+from .retry import DEFAULT_POLICY, RetryPolicy
+
+
+class LeaseControl(Protocol):
+    """How a `Run` reaches the worker that holds its lease."""
+
+    def extend_lease(self, run: Run, seconds: float) -> LeaseState: ...
+    def lease_state(self, run: Run) -> LeaseState: ...
+
+
+class Run:
+    """A run being executed, as its handler sees it."""
+
+    __slots__ = ("_control", "attempt", "id", "max_attempts", "payload", "type")
+
+    def __init__(self, claimed: Claimed, control: LeaseControl) -> None:
+        self.id = claimed.id
+        self.type = claimed.type
+        self.payload = claimed.payload
+        self.attempt = claimed.attempt
+        self.max_attempts = claimed.max_attempts
+        self._control = control
+
+    def heartbeat(self, seconds: float = DEFAULT_LEASE_SECONDS) -> bool:
+        """Extend the lease to `seconds` from now; False if the run is no longer ours."""
+        if seconds <= 0:
+            raise ConfigError(f"heartbeat seconds must be > 0, got {seconds}")
+        return self._control.extend_lease(self, seconds) is LeaseState.HELD
+
+    def is_cancelled(self) -> bool:
+        """True once the run was cancelled or its lease lost: stop, the result is discarded."""
+        return self._control.lease_state(self) is not LeaseState.HELD
+
+    def __repr__(self) -> str:
+        return f"<Run {self.type} {self.id} attempt {self.attempt}/{self.max_attempts}>"
+
+
+HandlerFunc = Callable[[Run], Any]
+
+
+class Executor(Protocol):
+    """A class-based handler."""
+
+    def execute(self, run: Run) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Handler:
+    type: str
+    func: HandlerFunc
+    retry: RetryPolicy
+
+
+class Registry:
+    """Handlers by exact run type.
+
+        registry = Registry()
+
+        @registry.handler("email.send.v1")
+        def send(run: Run) -> dict: ...
+
+        registry.register("report.build.v1", ReportBuilder(), retry=Fixed(30))
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def register(self, type: str, handler: HandlerFunc | Executor, *,
+                 retry: RetryPolicy = DEFAULT_POLICY) -> None:
+        if not isinstance(type, str) or not type.strip():
+            raise ConfigError(f"handler type must be a non-empty string, got {type!r}")
+        if type in self._handlers:
+            raise ConfigError(f"a handler for {type!r} is already registered")
+        execute = getattr(handler, "execute", None)
+        func = execute if callable(execute) else handler
+        if not callable(func):
+            raise ConfigError(f"handler for {type!r} is neither callable nor has execute()")
+        self._handlers[type] = Handler(type, func, retry)
+
+    def handler(self, type: str, *,
+                retry: RetryPolicy = DEFAULT_POLICY) -> Callable[[HandlerFunc], HandlerFunc]:
+        def decorate(func: HandlerFunc) -> HandlerFunc:
+            self.register(type, func, retry=retry)
+            return func
+
+        return decorate
+
+    def get(self, type: str) -> Handler | None:
+        return self._handlers.get(type)
+
+    @property
+    def types(self) -> list[str]:
+        return sorted(self._handlers)
+
+
+def like_patterns(prefixes: Iterable[str]) -> list[str]:
+    """LIKE patterns for type prefixes: `billing.%` or `billing.` both mean "starts with".
+
+    Only the trailing `%` is a wildcard; `%`, `_` and `\\` elsewhere are matched literally.
+    """
+    patterns = []
+    for prefix in prefixes:
+        if not isinstance(prefix, str) or not prefix.rstrip("%"):
+            raise ConfigError(f"type prefix must be non-empty text before '%', got {prefix!r}")
+        literal = prefix.rstrip("%")
+        escaped = literal.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        patterns.append(escaped + "%")
+    return patterns

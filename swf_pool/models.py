@@ -1,0 +1,215 @@
+"""Value objects shared by the client, the worker and the backends.
+
+Rows handed to `from_row()` carry decoded values: JSON columns as Python objects, times as
+aware datetimes (each backend converts what its driver returns).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+DEFAULT_PRIORITY = 100
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_LEASE_SECONDS = 30.0
+DEFAULT_LIST_LIMIT = 50
+
+
+class Status(str, enum.Enum):
+    """A run's status; the values are the Go library's strings."""
+
+    PENDING = "pending"
+    LEASED = "leased"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def finished(self) -> bool:
+        return self in (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+
+class Audit(str, enum.Enum):
+    """How much of the event trail to write.
+
+    FULL writes every transition; FAILURES writes only what goes wrong (retries, failures,
+    cancellations, lease expiries) and skips created/leased/started/succeeded, which costs
+    less on the hot path.
+    """
+
+    FULL = "full"
+    FAILURES = "failures"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class EventType(str, enum.Enum):
+    """A `workflow_event.event_type`; the Go library's set plus `lease_expired`."""
+
+    CREATED = "created"
+    LEASED = "leased"
+    STARTED = "started"
+    HEARTBEAT = "heartbeat"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRIED = "retried"
+    CANCELLED = "cancelled"
+    LEASE_EXPIRED = "lease_expired"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A validated run to insert (see `Client.submit` for the meaning of each field)."""
+
+    id: str
+    type: str
+    payload: str  # JSON text
+    priority: int
+    max_attempts: int
+    idempotency_key: str | None
+    run_at: datetime | None  # None: now, by the database clock
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What a submit did: the run's id, and whether this call created it.
+
+    With an idempotency key that already existed, `created` is False and `id` is the
+    existing run's id.
+    """
+
+    id: str
+    created: bool
+
+    def __str__(self) -> str:
+        return self.id
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A `workflow_run` row, as read back (the Go library's `WorkflowRunStatus`)."""
+
+    id: str
+    type: str
+    payload: Any
+    status: Status
+    priority: int
+    run_at: datetime
+    idempotency_key: str | None
+    attempt: int
+    max_attempts: int
+    leased_by: str | None
+    lease_until: datetime | None
+    last_error: str | None
+    result: Any
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> RunRecord:
+        return cls(
+            id=str(row["id"]),
+            type=row["type"],
+            payload=row["payload"],
+            status=Status(row["status"]),
+            priority=row["priority"],
+            run_at=row["run_at"],
+            idempotency_key=row["idempotency_key"],
+            attempt=row["attempt"],
+            max_attempts=row["max_attempts"],
+            leased_by=row["leased_by"],
+            lease_until=row["lease_until"],
+            last_error=row["last_error"],
+            result=row["result"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    """A `workflow_event` row."""
+
+    id: int
+    workflow_id: str
+    event_type: EventType
+    data: Any
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Event:
+        return cls(
+            id=row["id"],
+            workflow_id=str(row["workflow_id"]),
+            event_type=EventType(row["event_type"]),
+            data=row["data"],
+            created_at=row["created_at"],
+        )
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A run this worker holds the lease on, for this attempt."""
+
+    id: str
+    type: str
+    payload: Any
+    attempt: int
+    max_attempts: int
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Claimed:
+        return cls(
+            id=str(row["id"]),
+            type=row["type"],
+            payload=row["payload"],
+            attempt=row["attempt"],
+            max_attempts=row["max_attempts"],
+            created_at=row["created_at"],
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The end of one attempt, to be written under the lease's fence.
+
+    `status` is SUCCEEDED (with `result`), PENDING (a retry at `retry_at`, with `error`)
+    or FAILED (with `error`).
+    """
+
+    id: str
+    attempt: int
+    status: Status
+    result: str | None = None  # JSON text
+    error: str | None = None
+    retry_at: datetime | None = None
+
+
+class LeaseState(str, enum.Enum):
+    """What a heartbeat learned about one in-flight run."""
+
+    HELD = "held"  # still ours; the lease was extended
+    CANCELLED = "cancelled"  # cancelled by a producer: stop, the result will be discarded
+    LOST = "lost"  # no longer ours (expired and re-claimed, or deleted)
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Filters for listing runs; every field is optional."""
+
+    type: str | None = None
+    status: Status | None = None
+    idempotency_key: str | None = None
+    limit: int = DEFAULT_LIST_LIMIT
+    offset: int = 0

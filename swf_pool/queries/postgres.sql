@@ -1,0 +1,190 @@
+-- Every statement swf-pool runs on PostgreSQL. Blocks start with `-- name --`; the code refers
+-- to them by name. The search_path is set to the workflow schema on every connection.
+-- `%(types)s` / `%(prefixes)s` select the runs a worker serves: exact types, or LIKE patterns
+-- whose literal parts are already escaped.
+
+-- schema_version --
+SELECT coalesce(max(version_id), 0) AS version
+FROM goose_db_version WHERE version_id > 0 AND is_applied;
+
+-- version_table_exists --
+SELECT to_regclass('goose_db_version') IS NOT NULL AS present;
+
+-- create_version_table --
+CREATE TABLE IF NOT EXISTS goose_db_version (
+    id         SERIAL PRIMARY KEY,
+    version_id BIGINT NOT NULL,
+    is_applied BOOLEAN NOT NULL,
+    tstamp     TIMESTAMP DEFAULT now()
+);
+INSERT INTO goose_db_version (version_id, is_applied)
+SELECT 0, true WHERE NOT EXISTS (SELECT 1 FROM goose_db_version);
+
+-- applied_versions --
+SELECT version_id FROM goose_db_version WHERE version_id > 0 AND is_applied ORDER BY version_id;
+
+-- record_version --
+INSERT INTO goose_db_version (version_id, is_applied) VALUES (%(version)s, true);
+
+-- forget_version --
+DELETE FROM goose_db_version WHERE version_id = %(version)s;
+
+-- submit --
+WITH inserted AS (
+    INSERT INTO workflow_run (id, type, payload, priority, max_attempts, idempotency_key, run_at)
+    SELECT id, type, payload::jsonb, priority, max_attempts, idempotency_key,
+           coalesce(run_at, now())
+    FROM unnest(%(ids)s::uuid[], %(types)s::text[], %(payloads)s::text[], %(priorities)s::int[],
+                %(max_attempts)s::int[], %(keys)s::text[], %(run_ats)s::timestamptz[])
+         AS t (id, type, payload, priority, max_attempts, idempotency_key, run_at)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id
+), events AS (
+    INSERT INTO workflow_event (workflow_id, event_type)
+    SELECT id, 'created' FROM inserted WHERE %(audit_full)s
+)
+SELECT id FROM inserted;
+
+-- ids_by_key --
+SELECT idempotency_key, id FROM workflow_run WHERE idempotency_key = ANY(%(keys)s::text[]);
+
+-- get_run --
+SELECT id, type, payload, status, priority, run_at, idempotency_key, attempt, max_attempts,
+       leased_by, lease_until, last_error, result, created_at, updated_at
+FROM workflow_run WHERE id = %(id)s AND deleted_at IS NULL;
+
+-- list_runs --
+SELECT id, type, payload, status, priority, run_at, idempotency_key, attempt, max_attempts,
+       leased_by, lease_until, last_error, result, created_at, updated_at
+FROM workflow_run
+WHERE deleted_at IS NULL
+  AND (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(key)s::text IS NULL OR idempotency_key = %(key)s::text)
+ORDER BY created_at DESC, id
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- list_events --
+SELECT id, workflow_id, event_type, data, created_at
+FROM workflow_event WHERE workflow_id = %(id)s ORDER BY id;
+
+-- run_status --
+SELECT status FROM workflow_run WHERE id = %(id)s AND deleted_at IS NULL;
+
+-- cancel --
+WITH cancelled AS (
+    UPDATE workflow_run SET status = 'cancelled', lease_until = NULL, updated_at = now()
+    WHERE id = %(id)s AND status IN ('pending', 'leased') AND deleted_at IS NULL
+    RETURNING id
+), events AS (
+    INSERT INTO workflow_event (workflow_id, event_type) SELECT id, 'cancelled' FROM cancelled
+)
+SELECT id FROM cancelled;
+
+-- claim --
+-- One statement: pick pending runs in claim order and runs whose lease expired, lease them
+-- (attempt + 1), fail expired runs that have no attempt left, and write the events.
+WITH expired AS (
+    SELECT id, leased_by, attempt, max_attempts, priority, created_at FROM workflow_run
+    WHERE status = 'leased' AND deleted_at IS NULL AND lease_until < now()
+      AND (type = ANY(%(types)s::text[]) OR type LIKE ANY(%(prefixes)s::text[]))
+    ORDER BY lease_until
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), pending AS (
+    SELECT id, priority, created_at FROM workflow_run
+    WHERE status = 'pending' AND deleted_at IS NULL AND run_at <= now()
+      AND (type = ANY(%(types)s::text[]) OR type LIKE ANY(%(prefixes)s::text[]))
+    ORDER BY priority, created_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), exhausted AS (
+    UPDATE workflow_run r
+    SET status = 'failed', lease_until = NULL, updated_at = now(),
+        last_error = format('lease expired on attempt %%s of %%s: worker %%s stopped without '
+                            'completing it', r.attempt, r.max_attempts, r.leased_by)
+    FROM expired e WHERE r.id = e.id AND e.attempt >= e.max_attempts
+    RETURNING r.id, r.attempt, r.last_error, e.leased_by
+), picked AS (
+    SELECT id, leased_by AS expired_from, true AS rescued FROM expired WHERE attempt < max_attempts
+    UNION ALL
+    (SELECT id, NULL, false FROM pending ORDER BY priority, created_at)
+    LIMIT %(limit)s
+), claimed AS (
+    UPDATE workflow_run r
+    SET status = 'leased', leased_by = %(worker)s, attempt = r.attempt + 1, updated_at = now(),
+        lease_until = now() + make_interval(secs => %(lease)s)
+    FROM picked p WHERE r.id = p.id
+    RETURNING r.id, r.type, r.payload, r.attempt, r.max_attempts, r.priority, r.created_at,
+              p.rescued, p.expired_from
+), events AS (
+    INSERT INTO workflow_event (workflow_id, event_type, data)
+    SELECT id, 'lease_expired', jsonb_build_object('worker_id', leased_by, 'attempt', attempt)
+    FROM exhausted
+    UNION ALL
+    SELECT id, 'failed', jsonb_build_object('attempt', attempt, 'error', last_error)
+    FROM exhausted
+    UNION ALL
+    SELECT id, 'lease_expired', jsonb_build_object('worker_id', expired_from, 'attempt', attempt - 1)
+    FROM claimed WHERE rescued
+    UNION ALL
+    SELECT id, 'leased', jsonb_build_object('worker_id', %(worker)s::text, 'attempt', attempt)
+    FROM claimed WHERE %(audit_full)s
+)
+SELECT id, type, payload, attempt, max_attempts, created_at
+FROM claimed ORDER BY priority, created_at;
+
+-- start --
+INSERT INTO workflow_event (workflow_id, event_type, data)
+SELECT id, 'started', jsonb_build_object('worker_id', %(worker)s::text)
+FROM unnest(%(ids)s::uuid[]) AS id;
+
+-- complete --
+-- Fenced: an outcome applies only while this worker still holds this attempt's lease.
+WITH outcome AS (
+    SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(statuses)s::text[],
+                         %(results)s::text[], %(errors)s::text[], %(retry_ats)s::timestamptz[])
+         AS o (id, attempt, status, result, error, retry_at)
+), done AS (
+    UPDATE workflow_run r
+    SET status = o.status, result = o.result::jsonb, last_error = coalesce(o.error, r.last_error),
+        run_at = coalesce(o.retry_at, r.run_at), lease_until = NULL, updated_at = now()
+    FROM outcome o
+    WHERE r.id = o.id AND r.status = 'leased' AND r.leased_by = %(worker)s
+      AND r.attempt = o.attempt
+    RETURNING r.id, o.status, o.attempt, o.error
+), events AS (
+    INSERT INTO workflow_event (workflow_id, event_type, data)
+    SELECT id, CASE status WHEN 'pending' THEN 'retried' ELSE status END,
+           CASE WHEN status <> 'succeeded'
+                THEN jsonb_build_object('attempt', attempt, 'error', error) END
+    FROM done WHERE %(audit_full)s OR status <> 'succeeded'
+)
+SELECT id FROM done;
+
+-- heartbeat --
+-- Extend the leases this worker still holds; report every run's status in the same trip.
+WITH held AS (
+    SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS h (id, attempt)
+), extended AS (
+    UPDATE workflow_run r
+    SET lease_until = now() + make_interval(secs => %(extend)s), updated_at = now()
+    FROM held h
+    WHERE r.id = h.id AND r.status = 'leased' AND r.leased_by = %(worker)s
+      AND r.attempt = h.attempt AND r.deleted_at IS NULL
+    RETURNING r.id
+), events AS (
+    INSERT INTO workflow_event (workflow_id, event_type, data)
+    SELECT id, 'heartbeat', jsonb_build_object('extended_by_seconds', %(extend)s)
+    FROM extended WHERE %(record)s
+)
+SELECT h.id, e.id IS NOT NULL AS held, r.status
+FROM held h
+LEFT JOIN extended e ON e.id = h.id
+LEFT JOIN workflow_run r ON r.id = h.id AND r.deleted_at IS NULL;
+
+-- register --
+INSERT INTO workflow_registry (workflow_name, runtime)
+SELECT name, 'python' FROM unnest(%(names)s::text[]) AS name
+ON CONFLICT (workflow_name) DO UPDATE
+SET runtime = excluded.runtime, is_enabled = true, deleted_at = NULL, updated_at = now();

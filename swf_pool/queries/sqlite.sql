@@ -1,0 +1,113 @@
+-- Every statement swf-pool runs on SQLite. Blocks start with `-- name --`. Times are UTC text
+-- 'YYYY-MM-DD HH:MM:SS.ffffff' bound from Python (:now), which compares correctly with the
+-- Go library's 'YYYY-MM-DD HH:MM:SS'. :types and :prefixes are JSON arrays.
+
+-- version_table_exists --
+SELECT count(*) AS present FROM sqlite_master WHERE type = 'table' AND name = 'goose_db_version';
+
+-- create_version_table --
+CREATE TABLE IF NOT EXISTS goose_db_version (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    version_id INTEGER NOT NULL,
+    is_applied INTEGER NOT NULL,
+    tstamp     TIMESTAMP DEFAULT (datetime('now'))
+);
+INSERT INTO goose_db_version (version_id, is_applied)
+SELECT 0, 1 WHERE NOT EXISTS (SELECT 1 FROM goose_db_version);
+
+-- applied_versions --
+SELECT version_id FROM goose_db_version WHERE version_id > 0 AND is_applied ORDER BY version_id;
+
+-- record_version --
+INSERT INTO goose_db_version (version_id, is_applied) VALUES (:version, 1);
+
+-- forget_version --
+DELETE FROM goose_db_version WHERE version_id = :version;
+
+-- submit --
+INSERT INTO workflow_run (id, type, payload, priority, max_attempts, idempotency_key, run_at,
+                          created_at, updated_at)
+VALUES (:id, :type, :payload, :priority, :max_attempts, :key, coalesce(:run_at, :now), :now, :now)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING id;
+
+-- id_by_key --
+SELECT id FROM workflow_run WHERE idempotency_key = :key;
+
+-- insert_event --
+INSERT INTO workflow_event (workflow_id, event_type, data, created_at)
+VALUES (:id, :event, :data, :now);
+
+-- get_run --
+SELECT id, type, payload, status, priority, run_at, idempotency_key, attempt, max_attempts,
+       leased_by, lease_until, last_error, result, created_at, updated_at
+FROM workflow_run WHERE id = :id AND deleted_at IS NULL;
+
+-- list_runs --
+SELECT id, type, payload, status, priority, run_at, idempotency_key, attempt, max_attempts,
+       leased_by, lease_until, last_error, result, created_at, updated_at
+FROM workflow_run
+WHERE deleted_at IS NULL
+  AND (:type IS NULL OR type = :type)
+  AND (:status IS NULL OR status = :status)
+  AND (:key IS NULL OR idempotency_key = :key)
+ORDER BY created_at DESC, id
+LIMIT :limit OFFSET :offset;
+
+-- list_events --
+SELECT id, workflow_id, event_type, data, created_at
+FROM workflow_event WHERE workflow_id = :id ORDER BY id;
+
+-- run_status --
+SELECT status FROM workflow_run WHERE id = :id AND deleted_at IS NULL;
+
+-- cancel --
+UPDATE workflow_run SET status = 'cancelled', lease_until = NULL, updated_at = :now
+WHERE id = :id AND status IN ('pending', 'leased') AND deleted_at IS NULL
+RETURNING id;
+
+-- expired --
+SELECT id, leased_by, attempt, max_attempts FROM workflow_run
+WHERE status = 'leased' AND deleted_at IS NULL AND lease_until < :now
+  AND (type IN (SELECT value FROM json_each(:types))
+       OR EXISTS (SELECT 1 FROM json_each(:prefixes) p WHERE type LIKE p.value ESCAPE '\'))
+ORDER BY lease_until
+LIMIT :limit;
+
+-- pending --
+SELECT id FROM workflow_run
+WHERE status = 'pending' AND deleted_at IS NULL AND run_at <= :now
+  AND (type IN (SELECT value FROM json_each(:types))
+       OR EXISTS (SELECT 1 FROM json_each(:prefixes) p WHERE type LIKE p.value ESCAPE '\'))
+ORDER BY priority, created_at
+LIMIT :limit;
+
+-- exhaust --
+UPDATE workflow_run SET status = 'failed', lease_until = NULL, updated_at = :now, last_error = :error
+WHERE id = :id;
+
+-- lease --
+UPDATE workflow_run
+SET status = 'leased', leased_by = :worker, attempt = attempt + 1, updated_at = :now,
+    lease_until = :lease_until
+WHERE id = :id
+RETURNING id, type, payload, attempt, max_attempts, priority, created_at;
+
+-- complete --
+UPDATE workflow_run
+SET status = :status, result = :result, last_error = coalesce(:error, last_error),
+    run_at = coalesce(:retry_at, run_at), lease_until = NULL, updated_at = :now
+WHERE id = :id AND status = 'leased' AND leased_by = :worker AND attempt = :attempt
+RETURNING id;
+
+-- extend --
+UPDATE workflow_run SET lease_until = :lease_until, updated_at = :now
+WHERE id = :id AND status = 'leased' AND leased_by = :worker AND attempt = :attempt
+  AND deleted_at IS NULL
+RETURNING id;
+
+-- register --
+INSERT INTO workflow_registry (id, workflow_name, runtime, created_at, updated_at)
+VALUES (:id, :name, 'python', :now, :now)
+ON CONFLICT (workflow_name) DO UPDATE
+SET runtime = excluded.runtime, is_enabled = 1, deleted_at = NULL, updated_at = excluded.updated_at;
