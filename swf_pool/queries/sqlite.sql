@@ -69,16 +69,16 @@ RETURNING id;
 -- expired --
 SELECT id, leased_by, attempt, max_attempts FROM workflow_run
 WHERE status = 'leased' AND deleted_at IS NULL AND lease_until < :now
-  AND (type IN (SELECT value FROM json_each(:types))
-       OR EXISTS (SELECT 1 FROM json_each(:prefixes) p WHERE type LIKE p.value ESCAPE '\'))
+  AND (workflow_run.type IN (SELECT value FROM json_each(:types))
+       OR EXISTS (SELECT 1 FROM json_each(:prefixes) p WHERE workflow_run.type LIKE p.value ESCAPE '\'))
 ORDER BY lease_until
 LIMIT :limit;
 
 -- pending --
 SELECT id FROM workflow_run
 WHERE status = 'pending' AND deleted_at IS NULL AND run_at <= :now
-  AND (type IN (SELECT value FROM json_each(:types))
-       OR EXISTS (SELECT 1 FROM json_each(:prefixes) p WHERE type LIKE p.value ESCAPE '\'))
+  AND (workflow_run.type IN (SELECT value FROM json_each(:types))
+       OR EXISTS (SELECT 1 FROM json_each(:prefixes) p WHERE workflow_run.type LIKE p.value ESCAPE '\'))
 ORDER BY priority, created_at
 LIMIT :limit;
 

@@ -1,0 +1,299 @@
+"""The worker core: claiming, executing, fencing, retries and events, on both backends."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from swf_pool import (
+    Audit,
+    Client,
+    EventType,
+    Fixed,
+    NoRetry,
+    PermanentError,
+    Registry,
+    Run,
+    Status,
+    Worker,
+)
+from swf_pool.models import LeaseState, Outcome
+
+from .helpers import sql, wait_until
+
+
+def events(client: Client, run_id: str) -> list[str]:
+    return [e.event_type.value for e in client.events(run_id)]
+
+
+def echo_registry(**kwargs: Any) -> Registry:
+    registry = Registry()
+    registry.register("echo.v1", lambda run: {"got": run.payload, "attempt": run.attempt},
+                      **kwargs)
+    return registry
+
+
+def test_success_stores_result_and_full_audit(client: Client) -> None:
+    run_id = client.submit("echo.v1", {"a": 1}).id
+    worker = Worker(client, echo_registry(), worker_id="w1")
+    assert worker.drain() == 1
+    run = client.get(run_id)
+    assert run is not None
+    assert (run.status, run.result, run.attempt, run.leased_by) == (
+        Status.SUCCEEDED, {"got": {"a": 1}, "attempt": 1}, 1, "w1")
+    assert run.lease_until is None
+    assert events(client, run_id) == ["created", "leased", "started", "succeeded"]
+    leased = client.events(run_id)[1]
+    assert leased.data == {"worker_id": "w1", "attempt": 1}
+
+
+def test_claim_order_is_priority_then_age(client: Client) -> None:
+    order: list[int] = []
+    registry = Registry()
+    registry.register("o.v1", lambda run: order.append(run.payload))
+    for payload, priority in [(1, 100), (2, 5), (3, 100), (4, -1), (5, 5)]:
+        client.submit("o.v1", payload, priority=priority)
+    Worker(client, registry, batch_size=2).drain()
+    assert order == [4, 2, 5, 1, 3]
+
+
+def test_delayed_runs_wait_until_due(client: Client) -> None:
+    later = client.submit("echo.v1", run_in=3600).id
+    now = client.submit("echo.v1", run_at=datetime.now(UTC) - timedelta(seconds=1)).id
+    Worker(client, echo_registry()).drain()
+    assert client.get(later).status is Status.PENDING  # type: ignore[union-attr]
+    assert client.get(now).status is Status.SUCCEEDED  # type: ignore[union-attr]
+
+
+def test_failure_retries_with_go_backoff_then_fails(client: Client) -> None:
+    registry = Registry()
+
+    @registry.handler("fail.v1")
+    def fail(run: Run) -> None:
+        raise RuntimeError(f"boom {run.attempt}")
+
+    run_id = client.submit("fail.v1", max_attempts=2).id
+    worker = Worker(client, registry, rand=lambda: 1.0)
+    before = datetime.now(UTC)
+    worker.drain()
+    run = client.get(run_id)
+    assert run is not None
+    assert (run.status, run.attempt, run.last_error) == (Status.PENDING, 1,
+                                                         "RuntimeError: boom 1")
+    # attempt² minutes plus at most 10 % jitter (rand() == 1.0 gives the full 10 %)
+    assert before + timedelta(seconds=66) <= run.run_at <= datetime.now(UTC) + timedelta(
+        seconds=66)
+    retried = client.events(run_id)[-1]
+    assert retried.event_type is EventType.RETRIED
+    assert retried.data == {"attempt": 1, "error": "RuntimeError: boom 1"}
+
+
+def test_attempts_run_out_into_failed(client: Client) -> None:
+    registry = Registry()
+    registry.register("fail.v1", lambda run: 1 / 0, retry=Fixed(0))
+    run_id = client.submit("fail.v1", max_attempts=3).id
+    assert Worker(client, registry).drain() == 3
+    run = client.get(run_id)
+    assert run is not None
+    assert (run.status, run.attempt) == (Status.FAILED, 3)
+    assert run.last_error == "ZeroDivisionError: division by zero"
+    assert events(client, run_id) == ["created"] + ["leased", "started", "retried"] * 2 + [
+        "leased", "started", "failed"]
+
+
+@pytest.mark.parametrize(
+    ("handler", "error"),
+    [
+        (lambda run: (_ for _ in ()).throw(PermanentError("bad input")),
+         "PermanentError: bad input"),
+        (lambda run: {"not": {1, 2}}, "InvalidPayload: result is not JSON-serializable"),
+    ],
+)
+def test_permanent_errors_fail_at_once(client: Client, handler: Any, error: str) -> None:
+    registry = Registry()
+    registry.register("p.v1", handler)
+    run_id = client.submit("p.v1", max_attempts=5).id
+    Worker(client, registry).drain()
+    run = client.get(run_id)
+    assert run is not None and run.status is Status.FAILED and run.attempt == 1
+    assert run.last_error is not None and run.last_error.startswith(error)
+
+
+def test_no_retry_policy(client: Client) -> None:
+    registry = Registry()
+    registry.register("n.v1", lambda run: 1 / 0, retry=NoRetry())
+    run_id = client.submit("n.v1", max_attempts=5).id
+    Worker(client, registry).drain()
+    assert client.get(run_id).status is Status.FAILED  # type: ignore[union-attr]
+
+
+def test_class_handlers_and_types_served(client: Client, dsn: str) -> None:
+    class Doubler:
+        def execute(self, run: Run) -> int:
+            return int(run.payload) * 2
+
+    registry = Registry()
+    registry.register("double.v1", Doubler())
+    mine = client.submit("double.v1", 21).id
+    other = client.submit("other.v1", 1).id
+    Worker(client, registry).drain()
+    assert client.get(mine).result == 42  # type: ignore[union-attr]
+    assert client.get(other).status is Status.PENDING  # type: ignore[union-attr]
+    rows = sql(dsn, "SELECT workflow_name, runtime FROM workflow_registry")
+    assert rows == [{"workflow_name": "double.v1", "runtime": "python"}]
+
+
+def test_prefixes_match_literally_except_the_trailing_wildcard(client: Client) -> None:
+    registry = Registry()
+    for type_ in ("bill_ing.a", "billXing.a", "bill_ing"):
+        registry.register(type_, lambda run: run.type)
+    ids = {t: client.submit(t).id for t in ("bill_ing.a", "billXing.a", "bill_ing")}
+    Worker(client, registry, prefixes=["bill_ing.%"]).drain()
+    status = {t: client.get(i).status for t, i in ids.items()}  # type: ignore[union-attr]
+    assert status == {"bill_ing.a": Status.SUCCEEDED, "billXing.a": Status.PENDING,
+                      "bill_ing": Status.PENDING}
+
+
+def test_prefix_claims_a_type_without_handler_and_records_why(client: Client) -> None:
+    run_id = client.submit("media.resize.v1").id
+    Worker(client, Registry(), prefixes=["media."], worker_id="w9").drain()
+    run = client.get(run_id)
+    assert run is not None and run.status is Status.PENDING
+    assert run.last_error == "LookupError: no handler for type 'media.resize.v1' on w9"
+
+
+def test_two_workers_never_execute_a_run_twice(dsn: str) -> None:
+    with Client(dsn) as producer:
+        producer.submit_many({"type": "race.v1", "payload": i} for i in range(400))
+    executed: list[str] = []
+    lock = threading.Lock()
+
+    def work(run: Run) -> None:
+        with lock:
+            executed.append(run.id)
+
+    registry = Registry()
+    registry.register("race.v1", work)
+    errors: list[BaseException] = []
+
+    def drain(name: str) -> None:
+        try:
+            with Client(dsn) as own:
+                Worker(own, registry, worker_id=name, batch_size=7).drain()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=drain, args=(f"w{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(executed) == 400 and len(set(executed)) == 400
+    with Client(dsn) as check:
+        assert all(r.status is Status.SUCCEEDED for r in check.list(limit=1000))
+
+
+def test_stale_worker_completion_is_rejected(client: Client) -> None:
+    run_id = client.submit("echo.v1").id
+    backend = client.backend
+    [first] = backend.claim("old", ["echo.v1"], [], 1, 0.001, True)
+    # the lease expires; a second worker rescues the run
+    [second] = wait_until(lambda: backend.claim("new", ["echo.v1"], [], 1, 30, True))
+    assert (first.id, second.id, first.attempt, second.attempt) == (run_id, run_id, 1, 2)
+    stale = Outcome(run_id, 1, Status.SUCCEEDED, result='"old"')
+    assert backend.complete("old", [stale], True) == set()
+    assert backend.complete("new", [Outcome(run_id, 2, Status.SUCCEEDED, result='"new"')],
+                            True) == {run_id}
+    run = client.get(run_id)
+    assert run is not None and (run.result, run.attempt, run.leased_by) == ("new", 2, "new")
+    expired = [e for e in client.events(run_id) if e.event_type is EventType.LEASE_EXPIRED]
+    assert [e.data for e in expired] == [{"worker_id": "old", "attempt": 1}]
+
+
+def test_cancel_while_leased_wins_over_the_result(client: Client) -> None:
+    registry = Registry()
+    seen: list[bool] = []
+
+    @registry.handler("c.v1")
+    def cancel_myself(run: Run) -> str:
+        seen.append(run.is_cancelled())
+        client.cancel(run.id)
+        seen.append(run.is_cancelled())
+        seen.append(run.heartbeat(60))
+        return "done anyway"
+
+    run_id = client.submit("c.v1").id
+    Worker(client, registry).drain()
+    run = client.get(run_id)
+    assert run is not None and run.status is Status.CANCELLED and run.result is None
+    assert seen == [False, True, False]
+    assert events(client, run_id)[-1] == "cancelled"
+
+
+def test_heartbeat_extends_the_lease_and_is_recorded(client: Client) -> None:
+    registry = Registry()
+    leases: list[Any] = []
+
+    @registry.handler("hb.v1")
+    def beat(run: Run) -> None:
+        leases.append(client.get(run.id).lease_until)  # type: ignore[union-attr]
+        assert run.heartbeat(600)
+        leases.append(client.get(run.id).lease_until)  # type: ignore[union-attr]
+
+    run_id = client.submit("hb.v1").id
+    Worker(client, registry, lease_seconds=30).drain()
+    assert leases[1] - leases[0] > timedelta(seconds=500)
+    beat_event = [e for e in client.events(run_id) if e.event_type is EventType.HEARTBEAT]
+    assert [e.data for e in beat_event] == [{"extended_by_seconds": 600}]
+
+
+def test_a_crash_loop_ends_in_failed(client: Client) -> None:
+    """A run that kills its worker every time: leases expire, attempts count, then failed."""
+    run_id = client.submit("crash.v1", max_attempts=2).id
+    backend = client.backend
+    for attempt in (1, 2):
+        [claimed] = wait_until(lambda: backend.claim("w", ["crash.v1"], [], 1, 0.001, True))
+        assert claimed.attempt == attempt  # ... and the worker dies here
+    wait_until(lambda: client.get(run_id).status is Status.FAILED or  # type: ignore[union-attr]
+               backend.claim("w", ["crash.v1"], [], 1, 30, True))
+    run = client.get(run_id)
+    assert run is not None and run.status is Status.FAILED and run.attempt == 2
+    assert run.last_error == ("lease expired on attempt 2 of 2: worker w stopped without "
+                              "completing it")
+    assert events(client, run_id)[-2:] == ["lease_expired", "failed"]
+
+
+def test_heartbeat_reports_each_lease(client: Client) -> None:
+    backend = client.backend
+    a, b, c = (client.submit("x.v1").id for _ in range(3))
+    claimed = {r.id: r for r in backend.claim("w", ["x.v1"], [], 3, 30, True)}
+    client.cancel(b)
+    leases = [(a, claimed[a].attempt), (b, claimed[b].attempt), (c, 99)]
+    states = backend.heartbeat("w", leases, 30, False)
+    assert states == {a: LeaseState.HELD, b: LeaseState.CANCELLED, c: LeaseState.LOST}
+
+
+def test_lean_audit_records_only_what_goes_wrong(dsn: str) -> None:
+    with Client(dsn, audit=Audit.FAILURES) as client:
+        registry = echo_registry()
+        registry.register("bad.v1", lambda run: 1 / 0, retry=NoRetry())
+        ok, bad = client.submit("echo.v1").id, client.submit("bad.v1").id
+        Worker(client, registry, audit="failures").drain()
+        assert events(client, ok) == []
+        assert events(client, bad) == ["failed"]
+        assert client.get(ok).status is Status.SUCCEEDED  # type: ignore[union-attr]
+
+
+def test_go_library_events_and_runs_count_per_type(client: Client) -> None:
+    client.submit_many({"type": t, "payload": None} for t in ["a", "a", "b"])
+    registry = Registry()
+    registry.register("a", lambda run: None)
+    registry.register("b", lambda run: None)
+    Worker(client, registry).drain()
+    counted = Counter(r.type for r in client.list() if r.status is Status.SUCCEEDED)
+    assert counted == {"a": 2, "b": 1}
