@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -10,9 +11,9 @@ from typing import Any
 
 from . import codec
 from .backends import Backend, open_backend
+from .errors import RunAlreadyFinished, RunNotFound, ValidationError
 from .migrate import ensure_ready
 from .migrate import up as migrate_up
-from .errors import RunAlreadyFinished, RunNotFound, ValidationError
 from .models import (
     DEFAULT_LIST_LIMIT,
     DEFAULT_MAX_ATTEMPTS,
@@ -39,8 +40,14 @@ class Client:
     `audit="failures"` skips the `created` event on submit.
     """
 
-    def __init__(self, dsn: str, *, migrate: bool = False, audit: Audit | str = Audit.FULL,
-                 pool_size: int = 4) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        migrate: bool = False,
+        audit: Audit | str = Audit.FULL,
+        pool_size: int = 4,
+    ) -> None:
         self.audit = _audit(audit)
         self.backend: Backend = open_backend(dsn, pool_size=pool_size)
         try:
@@ -58,14 +65,25 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
-    def submit(self, type: str, payload: Any = None, *, idempotency_key: str | None = None,
-               priority: int = DEFAULT_PRIORITY, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-               run_at: datetime | None = None,
-               run_in: timedelta | float | None = None) -> Submitted:
+    def submit(
+        self,
+        type: str,
+        payload: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        run_at: datetime | None = None,
+        run_in: timedelta | float | None = None,
+    ) -> Submitted:
         """Record the intent that a run of `type` happen, with `payload` (any JSON value).
 
         Lower `priority` runs first (0 and negative values are allowed). `run_at` (an aware
@@ -73,8 +91,15 @@ class Client:
         `idempotency_key` that already exists nothing is created: the result carries the
         existing run's id and `created=False`.
         """
-        run = new_run(type, payload, idempotency_key=idempotency_key, priority=priority,
-                      max_attempts=max_attempts, run_at=run_at, run_in=run_in)
+        run = new_run(
+            type,
+            payload,
+            idempotency_key=idempotency_key,
+            priority=priority,
+            max_attempts=max_attempts,
+            run_at=run_at,
+            run_in=run_in,
+        )
         return self.backend.submit([run], self.audit is Audit.FULL)[0]
 
     def submit_many(self, items: Iterable[Mapping[str, Any]]) -> list[Submitted]:
@@ -109,9 +134,15 @@ class Client:
         key = _uuid(run_id)
         return None if key is None else self.backend.get(key)
 
-    def list(self, *, type: str | None = None, status: Status | str | None = None,
-             idempotency_key: str | None = None, limit: int = DEFAULT_LIST_LIMIT,
-             offset: int = 0) -> list[RunRecord]:
+    def list(
+        self,
+        *,
+        type: str | None = None,
+        status: Status | str | None = None,
+        idempotency_key: str | None = None,
+        limit: int = DEFAULT_LIST_LIMIT,
+        offset: int = 0,
+    ) -> list[RunRecord]:
         """Runs, newest first, optionally filtered; `limit` is at most 1000."""
         filters = RunFilter(
             type=type,
@@ -122,15 +153,22 @@ class Client:
         )
         return self.backend.list_runs(filters)
 
-    def events(self, run_id: str) -> list[Event]:
+    def events(self, run_id: str) -> builtins.list[Event]:
         """The run's audit trail, oldest first."""
         key = _uuid(run_id)
         return [] if key is None else self.backend.events(key)
 
 
-def new_run(type: str, payload: Any = None, *, idempotency_key: str | None = None,
-            priority: int = DEFAULT_PRIORITY, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-            run_at: datetime | None = None, run_in: timedelta | float | None = None) -> NewRun:
+def new_run(
+    type: str,
+    payload: Any = None,
+    *,
+    idempotency_key: str | None = None,
+    priority: int = DEFAULT_PRIORITY,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    run_at: datetime | None = None,
+    run_in: timedelta | float | None = None,
+) -> NewRun:
     """Validate `submit`'s arguments into a `NewRun`, or raise a `ValidationError`."""
     return NewRun(
         id=str(uuid.uuid4()),

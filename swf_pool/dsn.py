@@ -118,8 +118,9 @@ def _check_libpq(conninfo: str, original: str, allow: tuple[str, ...] = ()) -> d
     try:
         params = psycopg.conninfo.conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError as exc:
-        raise InvalidDsn(f"malformed PostgreSQL connection string {redact(original)!r}: "
-                         f"{str(exc).strip()}") from None
+        raise InvalidDsn(
+            f"malformed PostgreSQL connection string {redact(original)!r}: {str(exc).strip()}"
+        ) from None
     return {**{k: str(v) for k, v in params.items()}, **hidden}
 
 

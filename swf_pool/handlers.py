@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -64,19 +65,20 @@ class Handler:
 class Registry:
     """Handlers by exact run type.
 
-        registry = Registry()
+    registry = Registry()
 
-        @registry.handler("email.send.v1")
-        def send(run: Run) -> dict: ...
+    @registry.handler("email.send.v1")
+    def send(run: Run) -> dict: ...
 
-        registry.register("report.build.v1", ReportBuilder(), retry=Fixed(30))
+    registry.register("report.build.v1", ReportBuilder(), retry=Fixed(30))
     """
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
 
-    def register(self, type: str, handler: HandlerFunc | Executor, *,
-                 retry: RetryPolicy = DEFAULT_POLICY) -> None:
+    def register(
+        self, type: str, handler: HandlerFunc | Executor, *, retry: RetryPolicy = DEFAULT_POLICY
+    ) -> None:
         if not isinstance(type, str) or not type.strip():
             raise ConfigError(f"handler type must be a non-empty string, got {type!r}")
         if type in self._handlers:
@@ -87,8 +89,9 @@ class Registry:
             raise ConfigError(f"handler for {type!r} is neither callable nor has execute()")
         self._handlers[type] = Handler(type, func, retry)
 
-    def handler(self, type: str, *,
-                retry: RetryPolicy = DEFAULT_POLICY) -> Callable[[HandlerFunc], HandlerFunc]:
+    def handler(
+        self, type: str, *, retry: RetryPolicy = DEFAULT_POLICY
+    ) -> Callable[[HandlerFunc], HandlerFunc]:
         def decorate(func: HandlerFunc) -> HandlerFunc:
             self.register(type, func, retry=retry)
             return func
@@ -116,3 +119,22 @@ def like_patterns(prefixes: Iterable[str]) -> list[str]:
         escaped = literal.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         patterns.append(escaped + "%")
     return patterns
+
+
+def load_registry(spec: str) -> Registry:
+    """Import `package.module:name` and return the `Registry` it names (or a factory's)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"--app must look like package.module:registry, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name!r} for --app {spec!r}: {exc}") from None
+    try:
+        found = getattr(module, attr)
+    except AttributeError:
+        raise ConfigError(f"module {module_name!r} has no attribute {attr!r}") from None
+    registry = found() if callable(found) and not isinstance(found, Registry) else found
+    if not isinstance(registry, Registry):
+        raise ConfigError(f"{spec!r} is a {type(registry).__name__}, not a swf_pool.Registry")
+    return registry

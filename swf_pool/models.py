@@ -18,7 +18,7 @@ DEFAULT_LEASE_SECONDS = 30.0
 DEFAULT_LIST_LIMIT = 50
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """A run's status; the values are the Go library's strings."""
 
     PENDING = "pending"
@@ -27,15 +27,12 @@ class Status(str, enum.Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
-    def __str__(self) -> str:
-        return self.value
-
     @property
     def finished(self) -> bool:
         return self in (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
 
-class Audit(str, enum.Enum):
+class Audit(enum.StrEnum):
     """How much of the event trail to write.
 
     FULL writes every transition; FAILURES writes only what goes wrong (retries, failures,
@@ -46,11 +43,8 @@ class Audit(str, enum.Enum):
     FULL = "full"
     FAILURES = "failures"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class EventType(str, enum.Enum):
+class EventType(enum.StrEnum):
     """A `workflow_event.event_type`; the Go library's set plus `lease_expired`."""
 
     CREATED = "created"
@@ -62,9 +56,6 @@ class EventType(str, enum.Enum):
     RETRIED = "retried"
     CANCELLED = "cancelled"
     LEASE_EXPIRED = "lease_expired"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)
@@ -196,7 +187,7 @@ class Outcome:
     retry_at: datetime | None = None
 
 
-class LeaseState(str, enum.Enum):
+class LeaseState(enum.StrEnum):
     """What a heartbeat learned about one in-flight run."""
 
     HELD = "held"  # still ours; the lease was extended

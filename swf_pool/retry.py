@@ -76,14 +76,18 @@ class NoRetry:
 DEFAULT_POLICY = GoBackoff()
 
 
-def after_failure(run: Claimed, error: str, policy: RetryPolicy, *, permanent: bool,
-                  rand: float, now: datetime) -> Outcome:
+def after_failure(
+    run: Claimed, error: str, policy: RetryPolicy, *, permanent: bool, rand: float, now: datetime
+) -> Outcome:
     """The outcome of a failed attempt: a retry at some later time, or the end (`failed`)."""
-    delay = None if permanent or run.attempt >= run.max_attempts else policy.delay(run.attempt, rand)
+    delay = (
+        None if permanent or run.attempt >= run.max_attempts else policy.delay(run.attempt, rand)
+    )
     if delay is None:
         return Outcome(run.id, run.attempt, Status.FAILED, error=error)
-    return Outcome(run.id, run.attempt, Status.PENDING, error=error,
-                   retry_at=now + timedelta(seconds=delay))
+    return Outcome(
+        run.id, run.attempt, Status.PENDING, error=error, retry_at=now + timedelta(seconds=delay)
+    )
 
 
 def _non_negative(name: str, value: float) -> None:

@@ -45,11 +45,18 @@ class Worker:
     `client` is a `Client` (shared, e.g. for SQLite `:memory:`) or a connection string.
     """
 
-    def __init__(self, client: Client | str, registry: Registry, *,
-                 worker_id: str | None = None, prefixes: Sequence[str] = (),
-                 lease_seconds: float = DEFAULT_LEASE_SECONDS,
-                 batch_size: int = DEFAULT_BATCH_SIZE, audit: Audit | str = Audit.FULL,
-                 rand: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self,
+        client: Client | str,
+        registry: Registry,
+        *,
+        worker_id: str | None = None,
+        prefixes: Sequence[str] = (),
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        audit: Audit | str = Audit.FULL,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
         if lease_seconds <= 0:
             raise ConfigError(f"lease_seconds must be > 0, got {lease_seconds}")
         if batch_size < 1:
@@ -77,15 +84,25 @@ class Worker:
             backend.register(self.registry.types)
             self._registered = True
         full = self.audit is Audit.FULL
-        batch = backend.claim(self.worker_id, self.types, self.prefixes, self.batch_size,
-                              self.lease_seconds, full)
+        batch = backend.claim(
+            self.worker_id,
+            self.types,
+            self.prefixes,
+            self.batch_size,
+            lease_seconds=self.lease_seconds,
+            audit_full=full,
+        )
         for claimed in batch:
             if full:
                 backend.start(self.worker_id, [claimed.id])
             outcome = self.execute(claimed)
             if not backend.complete(self.worker_id, [outcome], full):
-                log.warning("discarded the outcome of %s attempt %d: lease no longer held "
-                            "(cancelled or expired)", claimed.id, claimed.attempt)
+                log.warning(
+                    "discarded the outcome of %s attempt %d: lease no longer held "
+                    "(cancelled or expired)",
+                    claimed.id,
+                    claimed.attempt,
+                )
         return len(batch)
 
     def drain(self) -> int:
@@ -112,10 +129,22 @@ class Worker:
             result = codec.encode(handler.func(Run(claimed, self)), "result")
         except Exception as exc:  # a handler's failure is data, recorded on the run
             permanent = isinstance(exc, PermanentError | InvalidPayload)
-            log.info("run %s (%s) attempt %d failed after %.3fs: %s", claimed.id, claimed.type,
-                     claimed.attempt, time.monotonic() - started, describe_error(exc))
-            return after_failure(claimed, describe_error(exc), policy, permanent=permanent,
-                                 rand=self._rand(), now=datetime.now(UTC))
+            log.debug(
+                "run %s (%s) attempt %d failed after %.3fs: %s",
+                claimed.id,
+                claimed.type,
+                claimed.attempt,
+                time.monotonic() - started,
+                describe_error(exc),
+            )
+            return after_failure(
+                claimed,
+                describe_error(exc),
+                policy,
+                permanent=permanent,
+                rand=self._rand(),
+                now=datetime.now(UTC),
+            )
         return Outcome(claimed.id, claimed.attempt, Status.SUCCEEDED, result=result)
 
     # LeaseControl, for Run.heartbeat() and Run.is_cancelled()

@@ -28,7 +28,9 @@ def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: floa
         time.sleep(interval)
 
 
-def sql(dsn: str, query: str, params: dict[str, Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+def sql(
+    dsn: str, query: str, params: dict[str, Any] | tuple[Any, ...] = ()
+) -> list[dict[str, Any]]:
     """Run raw SQL on the test database, as another program (e.g. the Go library) would."""
     target = parse_dsn(dsn)
     if isinstance(target, PostgresTarget):

@@ -46,8 +46,10 @@ def throwaway_cluster() -> Iterator[str]:
     initdb = shutil.which("initdb")
     pg_ctl = shutil.which("pg_ctl")
     if not initdb or not pg_ctl:
-        raise RuntimeError("no PostgreSQL answers on 127.0.0.1:5432 and initdb/pg_ctl are not on "
-                           "PATH: set SWF_TEST_DSN or install PostgreSQL")
+        raise RuntimeError(
+            "no PostgreSQL answers on 127.0.0.1:5432 and initdb/pg_ctl are not on "
+            "PATH: set SWF_TEST_DSN or install PostgreSQL"
+        )
     folder = tempfile.mkdtemp(prefix="swf-pg-")
     data = os.path.join(folder, "data")
     prefix: list[str] = []
@@ -56,16 +58,39 @@ def throwaway_cluster() -> Iterator[str]:
         os.chown(folder, account.pw_uid, account.pw_gid)
         prefix = ["runuser", "-u", "postgres", "--"]
     port = _free_port()
-    subprocess.run([*prefix, initdb, "-D", data, "-U", "postgres", "-A", "trust", "--no-sync"],
-                   check=True, capture_output=True)
-    options = f"-p {port} -k {folder} -c fsync=off -c synchronous_commit=off -c listen_addresses=127.0.0.1"
-    subprocess.run([*prefix, pg_ctl, "-D", data, "-o", options, "-l", os.path.join(folder, "log"),
-                    "-w", "start"], check=True, capture_output=True)
+    subprocess.run(
+        [*prefix, initdb, "-D", data, "-U", "postgres", "-A", "trust", "--no-sync"],
+        check=True,
+        capture_output=True,
+    )
+    options = (
+        f"-p {port} -k {folder} -c fsync=off -c synchronous_commit=off "
+        "-c listen_addresses=127.0.0.1"
+    )
+    subprocess.run(
+        [
+            *prefix,
+            pg_ctl,
+            "-D",
+            data,
+            "-o",
+            options,
+            "-l",
+            os.path.join(folder, "log"),
+            "-w",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
     finally:
-        subprocess.run([*prefix, pg_ctl, "-D", data, "-m", "immediate", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            [*prefix, pg_ctl, "-D", data, "-m", "immediate", "stop"],
+            capture_output=True,
+            check=False,
+        )
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -25,15 +25,19 @@ from .helpers import count, sql, wait_until
 def test_submit_and_get_round_trip(client: Client) -> None:
     when = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
     payload = {"n": 1, "s": "é✓", "nested": [1, 2.5, None, True, {"k": []}]}
-    submitted = client.submit("a.v1", payload, priority=-5, max_attempts=7, run_at=when,
-                              idempotency_key="key-1")
+    submitted = client.submit(
+        "a.v1", payload, priority=-5, max_attempts=7, run_at=when, idempotency_key="key-1"
+    )
     assert submitted.created
     run = client.get(submitted.id)
     assert run is not None
-    assert (run.id, run.type, run.payload, run.status) == (submitted.id, "a.v1", payload,
-                                                           Status.PENDING)
-    assert (run.priority, run.max_attempts, run.attempt, run.idempotency_key) == (-5, 7, 0,
-                                                                                  "key-1")
+    assert (run.id, run.type, run.payload, run.status) == (
+        submitted.id,
+        "a.v1",
+        payload,
+        Status.PENDING,
+    )
+    assert (run.priority, run.max_attempts, run.attempt, run.idempotency_key) == (-5, 7, 0, "key-1")
     assert run.run_at == when and run.run_at.tzinfo is not None
     assert run.result is None and run.leased_by is None and run.last_error is None
     assert [e.event_type for e in client.events(submitted.id)] == [EventType.CREATED]
@@ -115,8 +119,9 @@ BAD_SUBMITS: list[tuple[dict[str, Any], type[Exception], str]] = [
 
 
 @pytest.mark.parametrize(("item", "error", "message"), BAD_SUBMITS)
-def test_bad_input_is_typed_and_writes_nothing(client: Client, dsn: str, item: dict[str, Any],
-                                               error: type[Exception], message: str) -> None:
+def test_bad_input_is_typed_and_writes_nothing(
+    client: Client, dsn: str, item: dict[str, Any], error: type[Exception], message: str
+) -> None:
     good = {"type": "ok.v1"}
     with pytest.raises(error, match=message):
         client.submit_many([good, item])
@@ -146,8 +151,7 @@ def test_cancel(client: Client) -> None:
         client.cancel("00000000-0000-0000-0000-000000000000")
     with pytest.raises(RunNotFound):
         client.cancel("not-a-uuid")
-    assert [e.event_type for e in client.events(run.id)] == [EventType.CREATED,
-                                                               EventType.CANCELLED]
+    assert [e.event_type for e in client.events(run.id)] == [EventType.CREATED, EventType.CANCELLED]
 
 
 def test_get_and_events_of_unknown_or_malformed_ids(client: Client) -> None:
@@ -167,8 +171,9 @@ def test_soft_deleted_runs_are_invisible(client: Client, dsn: str) -> None:
 
 
 def test_list_filters_newest_first(client: Client) -> None:
-    ids = [client.submit("a.v1" if i % 2 else "b.v1", i, idempotency_key=f"k{i}").id
-           for i in range(6)]
+    ids = [
+        client.submit("a.v1" if i % 2 else "b.v1", i, idempotency_key=f"k{i}").id for i in range(6)
+    ]
     assert [r.id for r in client.list()] == ids[::-1]
     assert [r.payload for r in client.list(type="a.v1")] == [5, 3, 1]
     assert [r.payload for r in client.list(idempotency_key="k2")] == [2]
@@ -180,8 +185,12 @@ def test_list_filters_newest_first(client: Client) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"offset": -1}, "offset"),
-     ({"status": "done"}, "unknown status")],
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": 1001}, "limit"),
+        ({"offset": -1}, "offset"),
+        ({"status": "done"}, "unknown status"),
+    ],
 )
 def test_list_rejects_bad_arguments(client: Client, kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
@@ -194,8 +203,7 @@ def test_bad_audit_level(dsn: str) -> None:
 
 
 def test_submit_notifies_once_per_statement(postgres_dsn: str) -> None:
-    with Client(postgres_dsn) as client, psycopg.connect(postgres_dsn,
-                                                            autocommit=True) as listener:
+    with Client(postgres_dsn) as client, psycopg.connect(postgres_dsn, autocommit=True) as listener:
         listener.execute('LISTEN "swf_pool.workflow"')
         client.submit_many({"type": "a.v1", "payload": i} for i in range(50))
         client.submit("a.v1")

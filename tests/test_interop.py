@@ -28,8 +28,8 @@ WHERE id = (
 RETURNING id, type, payload, attempt, max_attempts
 """
 GO_CLAIM_SQLITE = """
-UPDATE workflow_run SET status = 'leased', leased_by = ?, lease_until = datetime('now', '+30 seconds'),
-       updated_at = datetime('now')
+UPDATE workflow_run SET status = 'leased', leased_by = ?,
+       lease_until = datetime('now', '+30 seconds'), updated_at = datetime('now')
 WHERE id = (
     SELECT id FROM workflow_run
     WHERE ((status = 'pending' AND run_at <= datetime('now'))
@@ -44,13 +44,20 @@ def go_insert(dsn: str, type_: str, payload: bytes, attempt: int = 0) -> str:
     """Insert a run the way the Go library does (its SQLite driver binds the payload as bytes)."""
     if dsn.startswith("sqlite"):
         run_id = str(uuid.uuid4())
-        sql(dsn, "INSERT INTO workflow_run (id, type, payload, priority, run_at, max_attempts, "
-                 "attempt, created_at, updated_at) VALUES (?, ?, ?, 100, datetime('now'), 3, ?, "
-                 "datetime('now'), datetime('now'))", (run_id, type_, payload, attempt))
+        sql(
+            dsn,
+            "INSERT INTO workflow_run (id, type, payload, priority, run_at, max_attempts, "
+            "attempt, created_at, updated_at) VALUES (?, ?, ?, 100, datetime('now'), 3, ?, "
+            "datetime('now'), datetime('now'))",
+            (run_id, type_, payload, attempt),
+        )
         return run_id
-    rows = sql(dsn, "INSERT INTO workflow_run (type, payload, priority, run_at, max_attempts, "
-                    "attempt) VALUES (%s, %s, 100, NOW(), 3, %s) RETURNING id",
-               (type_, payload.decode(), attempt))
+    rows = sql(
+        dsn,
+        "INSERT INTO workflow_run (type, payload, priority, run_at, max_attempts, "
+        "attempt) VALUES (%s, %s, 100, NOW(), 3, %s) RETURNING id",
+        (type_, payload.decode(), attempt),
+    )
     return str(rows[0]["id"])
 
 
@@ -91,8 +98,9 @@ def test_sqlite_times_are_utc_text_with_microseconds(sqlite_dsn: str) -> None:
     with Client(sqlite_dsn) as client:
         run_id = client.submit("t.v1", run_at=datetime(2031, 5, 6, 7, 8, 9, 123, tzinfo=UTC)).id
         go_id = go_insert(sqlite_dsn, "t.v1", b"null")
-        [row] = sql(sqlite_dsn, "SELECT run_at, created_at FROM workflow_run WHERE id = ?",
-                    (run_id,))
+        [row] = sql(
+            sqlite_dsn, "SELECT run_at, created_at FROM workflow_run WHERE id = ?", (run_id,)
+        )
         assert row["run_at"] == "2031-05-06 07:08:09.000123"
         assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}", row["created_at"])
         go_run = client.get(go_id)

@@ -32,8 +32,7 @@ def events(client: Client, run_id: str) -> list[str]:
 
 def echo_registry(**kwargs: Any) -> Registry:
     registry = Registry()
-    registry.register("echo.v1", lambda run: {"got": run.payload, "attempt": run.attempt},
-                      **kwargs)
+    registry.register("echo.v1", lambda run: {"got": run.payload, "attempt": run.attempt}, **kwargs)
     return registry
 
 
@@ -44,7 +43,11 @@ def test_success_stores_result_and_full_audit(client: Client) -> None:
     run = client.get(run_id)
     assert run is not None
     assert (run.status, run.result, run.attempt, run.leased_by) == (
-        Status.SUCCEEDED, {"got": {"a": 1}, "attempt": 1}, 1, "w1")
+        Status.SUCCEEDED,
+        {"got": {"a": 1}, "attempt": 1},
+        1,
+        "w1",
+    )
     assert run.lease_until is None
     assert events(client, run_id) == ["created", "leased", "started", "succeeded"]
     leased = client.events(run_id)[1]
@@ -82,11 +85,9 @@ def test_failure_retries_with_go_backoff_then_fails(client: Client) -> None:
     worker.drain()
     run = client.get(run_id)
     assert run is not None
-    assert (run.status, run.attempt, run.last_error) == (Status.PENDING, 1,
-                                                         "RuntimeError: boom 1")
+    assert (run.status, run.attempt, run.last_error) == (Status.PENDING, 1, "RuntimeError: boom 1")
     # attempt² minutes plus at most 10 % jitter (rand() == 1.0 gives the full 10 %)
-    assert before + timedelta(seconds=66) <= run.run_at <= datetime.now(UTC) + timedelta(
-        seconds=66)
+    assert before + timedelta(seconds=66) <= run.run_at <= datetime.now(UTC) + timedelta(seconds=66)
     retried = client.events(run_id)[-1]
     assert retried.event_type is EventType.RETRIED
     assert retried.data == {"attempt": 1, "error": "RuntimeError: boom 1"}
@@ -102,14 +103,19 @@ def test_attempts_run_out_into_failed(client: Client) -> None:
     assert (run.status, run.attempt) == (Status.FAILED, 3)
     assert run.last_error == "ZeroDivisionError: division by zero"
     assert events(client, run_id) == ["created"] + ["leased", "started", "retried"] * 2 + [
-        "leased", "started", "failed"]
+        "leased",
+        "started",
+        "failed",
+    ]
 
 
 @pytest.mark.parametrize(
     ("handler", "error"),
     [
-        (lambda run: (_ for _ in ()).throw(PermanentError("bad input")),
-         "PermanentError: bad input"),
+        (
+            lambda run: (_ for _ in ()).throw(PermanentError("bad input")),
+            "PermanentError: bad input",
+        ),
         (lambda run: {"not": {1, 2}}, "InvalidPayload: result is not JSON-serializable"),
     ],
 )
@@ -154,8 +160,11 @@ def test_prefixes_match_literally_except_the_trailing_wildcard(client: Client) -
     ids = {t: client.submit(t).id for t in ("bill_ing.a", "billXing.a", "bill_ing")}
     Worker(client, registry, prefixes=["bill_ing.%"]).drain()
     status = {t: client.get(i).status for t, i in ids.items()}  # type: ignore[union-attr]
-    assert status == {"bill_ing.a": Status.SUCCEEDED, "billXing.a": Status.PENDING,
-                      "bill_ing": Status.PENDING}
+    assert status == {
+        "bill_ing.a": Status.SUCCEEDED,
+        "billXing.a": Status.PENDING,
+        "bill_ing": Status.PENDING,
+    }
 
 
 def test_prefix_claims_a_type_without_handler_and_records_why(client: Client) -> None:
@@ -201,14 +210,17 @@ def test_two_workers_never_execute_a_run_twice(dsn: str) -> None:
 def test_stale_worker_completion_is_rejected(client: Client) -> None:
     run_id = client.submit("echo.v1").id
     backend = client.backend
-    [first] = backend.claim("old", ["echo.v1"], [], 1, 0.001, True)
+    [first] = backend.claim("old", ["echo.v1"], [], 1, lease_seconds=0.001, audit_full=True)
     # the lease expires; a second worker rescues the run
-    [second] = wait_until(lambda: backend.claim("new", ["echo.v1"], [], 1, 30, True))
+    [second] = wait_until(
+        lambda: backend.claim("new", ["echo.v1"], [], 1, lease_seconds=30, audit_full=True)
+    )
     assert (first.id, second.id, first.attempt, second.attempt) == (run_id, run_id, 1, 2)
     stale = Outcome(run_id, 1, Status.SUCCEEDED, result='"old"')
     assert backend.complete("old", [stale], True) == set()
-    assert backend.complete("new", [Outcome(run_id, 2, Status.SUCCEEDED, result='"new"')],
-                            True) == {run_id}
+    assert backend.complete(
+        "new", [Outcome(run_id, 2, Status.SUCCEEDED, result='"new"')], True
+    ) == {run_id}
     run = client.get(run_id)
     assert run is not None and (run.result, run.attempt, run.leased_by) == ("new", 2, "new")
     expired = [e for e in client.events(run_id) if e.event_type is EventType.LEASE_EXPIRED]
@@ -257,21 +269,30 @@ def test_a_crash_loop_ends_in_failed(client: Client) -> None:
     run_id = client.submit("crash.v1", max_attempts=2).id
     backend = client.backend
     for attempt in (1, 2):
-        [claimed] = wait_until(lambda: backend.claim("w", ["crash.v1"], [], 1, 0.001, True))
+        [claimed] = wait_until(
+            lambda: backend.claim("w", ["crash.v1"], [], 1, lease_seconds=0.001, audit_full=True)
+        )
         assert claimed.attempt == attempt  # ... and the worker dies here
-    wait_until(lambda: client.get(run_id).status is Status.FAILED or  # type: ignore[union-attr]
-               backend.claim("w", ["crash.v1"], [], 1, 30, True))
+    wait_until(
+        lambda: (
+            client.get(run_id).status is Status.FAILED  # type: ignore[union-attr]
+            or backend.claim("w", ["crash.v1"], [], 1, lease_seconds=30, audit_full=True)
+        )
+    )
     run = client.get(run_id)
     assert run is not None and run.status is Status.FAILED and run.attempt == 2
-    assert run.last_error == ("lease expired on attempt 2 of 2: worker w stopped without "
-                              "completing it")
+    assert run.last_error == (
+        "lease expired on attempt 2 of 2: worker w stopped without completing it"
+    )
     assert events(client, run_id)[-2:] == ["lease_expired", "failed"]
 
 
 def test_heartbeat_reports_each_lease(client: Client) -> None:
     backend = client.backend
     a, b, c = (client.submit("x.v1").id for _ in range(3))
-    claimed = {r.id: r for r in backend.claim("w", ["x.v1"], [], 3, 30, True)}
+    claimed = {
+        r.id: r for r in backend.claim("w", ["x.v1"], [], 3, lease_seconds=30, audit_full=True)
+    }
     client.cancel(b)
     leases = [(a, claimed[a].attempt), (b, claimed[b].attempt), (c, 99)]
     states = backend.heartbeat("w", leases, 30, False)

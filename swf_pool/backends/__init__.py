@@ -43,13 +43,23 @@ class Backend(Protocol):
     def cancel(self, run_id: str) -> bool: ...
 
     # worker side
-    def claim(self, worker_id: str, types: Sequence[str], prefixes: Sequence[str], limit: int,
-              lease_seconds: float, audit_full: bool) -> list[Claimed]: ...
+    def claim(
+        self,
+        worker_id: str,
+        types: Sequence[str],
+        prefixes: Sequence[str],
+        limit: int,
+        *,
+        lease_seconds: float,
+        audit_full: bool,
+    ) -> list[Claimed]: ...
     def start(self, worker_id: str, run_ids: Sequence[str]) -> None: ...
-    def complete(self, worker_id: str, outcomes: Sequence[Outcome],
-                 audit_full: bool) -> set[str]: ...
-    def heartbeat(self, worker_id: str, leases: Sequence[tuple[str, int]], extend_seconds: float,
-                  record: bool) -> dict[str, LeaseState]: ...
+    def complete(
+        self, worker_id: str, outcomes: Sequence[Outcome], audit_full: bool
+    ) -> set[str]: ...
+    def heartbeat(
+        self, worker_id: str, leases: Sequence[tuple[str, int]], extend_seconds: float, record: bool
+    ) -> dict[str, LeaseState]: ...
     def register(self, names: Sequence[str]) -> None: ...
 
 

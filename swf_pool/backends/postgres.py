@@ -73,7 +73,7 @@ class PostgresBackend:
     def _conn(self) -> Iterator[psycopg.Connection[Row]]:
         try:
             with self._pool.connection() as conn:
-                yield conn  # type: ignore[misc]
+                yield conn
         except psycopg.errors.UndefinedTable as exc:
             raise SchemaNotReady(
                 f"{exc.diag.message_primary} in schema {self.target.schema!r}: "
@@ -92,7 +92,7 @@ class PostgresBackend:
 
     def applied_versions(self) -> list[int]:
         with self._conn() as conn:
-            if not conn.execute(Q["version_table_exists"]).fetchone()["present"]:  # type: ignore[index]
+            if not conn.execute(Q["version_table_exists"]).fetchall()[0]["present"]:
                 return []
             return [row["version_id"] for row in conn.execute(Q["applied_versions"])]
 
@@ -132,8 +132,9 @@ class PostgresBackend:
                 rows = conn.execute(Q["ids_by_key"], {"keys": missing})
                 existing = {row["idempotency_key"]: str(row["id"]) for row in rows}
         return [
-            Submitted(r.id, True) if r.id in created
-            else Submitted(existing[r.idempotency_key], False)  # type: ignore[index]
+            Submitted(r.id, True)
+            if r.id in created
+            else Submitted(existing[str(r.idempotency_key)], False)
             for r in runs
         ]
 
@@ -163,8 +164,16 @@ class PostgresBackend:
 
     # -- worker side --------------------------------------------------------------------------
 
-    def claim(self, worker_id: str, types: Sequence[str], prefixes: Sequence[str], limit: int,
-              lease_seconds: float, audit_full: bool) -> list[Claimed]:
+    def claim(
+        self,
+        worker_id: str,
+        types: Sequence[str],
+        prefixes: Sequence[str],
+        limit: int,
+        *,
+        lease_seconds: float,
+        audit_full: bool,
+    ) -> list[Claimed]:
         params = {
             "worker": worker_id,
             "types": list(types),
@@ -192,8 +201,9 @@ class PostgresBackend:
         }
         return {str(row["id"]) for row in self._rows("complete", params)}
 
-    def heartbeat(self, worker_id: str, leases: Sequence[tuple[str, int]], extend_seconds: float,
-                  record: bool) -> dict[str, LeaseState]:
+    def heartbeat(
+        self, worker_id: str, leases: Sequence[tuple[str, int]], extend_seconds: float, record: bool
+    ) -> dict[str, LeaseState]:
         params = {
             "worker": worker_id,
             "ids": [run_id for run_id, _ in leases],

@@ -76,7 +76,9 @@ class SqliteBackend:
         self._lock = threading.RLock()
         try:
             self._db = sqlite3.connect(
-                target.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None,
+                target.path,
+                timeout=BUSY_TIMEOUT_SECONDS,
+                isolation_level=None,
                 check_same_thread=False,
             )
             if target.path != ":memory:":
@@ -146,9 +148,13 @@ class SqliteBackend:
         with self._tx() as db:
             for run in runs:
                 params = {
-                    "id": run.id, "type": run.type, "payload": run.payload,
-                    "priority": run.priority, "max_attempts": run.max_attempts,
-                    "key": run.idempotency_key, "now": now,
+                    "id": run.id,
+                    "type": run.type,
+                    "payload": run.payload,
+                    "priority": run.priority,
+                    "max_attempts": run.max_attempts,
+                    "key": run.idempotency_key,
+                    "now": now,
                     "run_at": format_time(run.run_at) if run.run_at else None,
                 }
                 if db.execute(Q["submit"], params).fetchone():
@@ -191,40 +197,70 @@ class SqliteBackend:
 
     # -- worker side --------------------------------------------------------------------------
 
-    def claim(self, worker_id: str, types: Sequence[str], prefixes: Sequence[str], limit: int,
-              lease_seconds: float, audit_full: bool) -> list[Claimed]:
+    def claim(
+        self,
+        worker_id: str,
+        types: Sequence[str],
+        prefixes: Sequence[str],
+        limit: int,
+        *,
+        lease_seconds: float,
+        audit_full: bool,
+    ) -> list[Claimed]:
         moment = datetime.now(UTC)
         now = format_time(moment)
         lease_until = format_time(moment + timedelta(seconds=lease_seconds))
-        match = {"types": codec.encode(list(types)), "prefixes": codec.encode(list(prefixes)),
-                 "now": now, "limit": limit}
+        match = {
+            "types": codec.encode(list(types)),
+            "prefixes": codec.encode(list(prefixes)),
+            "now": now,
+            "limit": limit,
+        }
         claimed = []
         with self._tx() as db:
             rescued = {}
             for row in db.execute(Q["expired"], match).fetchall():
-                _event(db, row["id"], EventType.LEASE_EXPIRED,
-                       {"worker_id": row["leased_by"], "attempt": row["attempt"]}, now)
+                _event(
+                    db,
+                    row["id"],
+                    EventType.LEASE_EXPIRED,
+                    {"worker_id": row["leased_by"], "attempt": row["attempt"]},
+                    now,
+                )
                 if row["attempt"] >= row["max_attempts"]:
-                    error = (f"lease expired on attempt {row['attempt']} of "
-                             f"{row['max_attempts']}: worker {row['leased_by']} stopped "
-                             "without completing it")
+                    error = (
+                        f"lease expired on attempt {row['attempt']} of "
+                        f"{row['max_attempts']}: worker {row['leased_by']} stopped "
+                        "without completing it"
+                    )
                     db.execute(Q["exhaust"], {"id": row["id"], "error": error, "now": now})
-                    _event(db, row["id"], EventType.FAILED,
-                           {"attempt": row["attempt"], "error": error}, now)
+                    _event(
+                        db,
+                        row["id"],
+                        EventType.FAILED,
+                        {"attempt": row["attempt"], "error": error},
+                        now,
+                    )
                 else:
                     rescued[row["id"]] = row["leased_by"]
             ids = list(rescued)[:limit]
             if len(ids) < limit:
-                ids += [row["id"] for row in
-                        db.execute(Q["pending"], {**match, "limit": limit - len(ids)})]
+                ids += [
+                    row["id"]
+                    for row in db.execute(Q["pending"], {**match, "limit": limit - len(ids)})
+                ]
             for run_id in ids:
-                params = {"id": run_id, "worker": worker_id, "now": now,
-                          "lease_until": lease_until}
+                params = {"id": run_id, "worker": worker_id, "now": now, "lease_until": lease_until}
                 row = _dict(db.execute(Q["lease"], params).fetchone())
                 claimed.append(row)
                 if audit_full:
-                    _event(db, run_id, EventType.LEASED,
-                           {"worker_id": worker_id, "attempt": row["attempt"]}, now)
+                    _event(
+                        db,
+                        run_id,
+                        EventType.LEASED,
+                        {"worker_id": worker_id, "attempt": row["attempt"]},
+                        now,
+                    )
         claimed.sort(key=lambda row: (row["priority"], row["created_at"]))
         return [Claimed.from_row(row) for row in claimed]
 
@@ -240,8 +276,13 @@ class SqliteBackend:
         with self._tx() as db:
             for o in outcomes:
                 params = {
-                    "id": o.id, "attempt": o.attempt, "worker": worker_id, "now": now,
-                    "status": o.status.value, "result": o.result, "error": o.error,
+                    "id": o.id,
+                    "attempt": o.attempt,
+                    "worker": worker_id,
+                    "now": now,
+                    "status": o.status.value,
+                    "result": o.result,
+                    "error": o.error,
                     "retry_at": format_time(o.retry_at) if o.retry_at else None,
                 }
                 if not db.execute(Q["complete"], params).fetchone():
@@ -255,20 +296,31 @@ class SqliteBackend:
                     _event(db, o.id, kind, {"attempt": o.attempt, "error": o.error}, now)
         return done
 
-    def heartbeat(self, worker_id: str, leases: Sequence[tuple[str, int]], extend_seconds: float,
-                  record: bool) -> dict[str, LeaseState]:
+    def heartbeat(
+        self, worker_id: str, leases: Sequence[tuple[str, int]], extend_seconds: float, record: bool
+    ) -> dict[str, LeaseState]:
         moment = datetime.now(UTC)
         now = format_time(moment)
         until = format_time(moment + timedelta(seconds=extend_seconds))
         states = {}
         with self._tx() as db:
             for run_id, attempt in leases:
-                params = {"id": run_id, "attempt": attempt, "worker": worker_id, "now": now,
-                          "lease_until": until}
+                params = {
+                    "id": run_id,
+                    "attempt": attempt,
+                    "worker": worker_id,
+                    "now": now,
+                    "lease_until": until,
+                }
                 held = db.execute(Q["extend"], params).fetchone() is not None
                 if held and record:
-                    _event(db, run_id, EventType.HEARTBEAT,
-                           {"extended_by_seconds": extend_seconds}, now)
+                    _event(
+                        db,
+                        run_id,
+                        EventType.HEARTBEAT,
+                        {"extended_by_seconds": extend_seconds},
+                        now,
+                    )
                 status = db.execute(Q["run_status"], {"id": run_id}).fetchone()
                 states[run_id] = lease_state(held, status["status"] if status else None)
         return states
@@ -287,6 +339,8 @@ def _event(db: sqlite3.Connection, run_id: str, kind: EventType, data: Any, now:
 
 def _statements(script: str) -> list[str]:
     """Split a migration into statements (ours hold no semicolons inside literals)."""
-    return [part.strip() for part in script.split(";") if part.strip()
-            and not all(line.startswith("--") for line in part.strip().splitlines())]
-
+    return [
+        part.strip()
+        for part in script.split(";")
+        if part.strip() and not all(line.startswith("--") for line in part.strip().splitlines())
+    ]

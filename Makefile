@@ -1,0 +1,45 @@
+# swf-pool: `make run` shows the demo on an embedded SQLite file; `make test` runs the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: all install run test lint format mypy bench clean
+
+all: lint mypy test
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@# psycopg's C speed-up needs a compiler and libpq headers; without them, use the binary wheel.
+	$(BIN)/python -m pip install -q -e '.[c,dev]' || { \
+	  echo "swf-pool: psycopg[c] could not be built here (no compiler or libpq headers);" \
+	       "falling back to psycopg[binary]"; \
+	  $(BIN)/python -m pip install -q -e '.[binary,dev]'; }
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	rm -f demo.db demo.db-wal demo.db-shm
+	$(BIN)/swf-pool demo --dsn sqlite://demo.db
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check swf_pool tests bench examples
+	$(BIN)/ruff format --check swf_pool tests bench examples
+
+format: $(STAMP)
+	$(BIN)/ruff format swf_pool tests bench examples
+	$(BIN)/ruff check --fix swf_pool tests bench examples
+
+mypy: $(STAMP)
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest bench -m bench --benchmark-only -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) demo.db demo.db-wal demo.db-shm .pytest_cache .mypy_cache .ruff_cache
