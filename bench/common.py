@@ -19,9 +19,11 @@ DEFAULT_DSN = os.environ.get("SWF_BENCH_DSN", "host=127.0.0.1 user=postgres dbna
 
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--dsn", default=DEFAULT_DSN,
-                   help="server to benchmark on; a fresh schema is created and dropped "
-                        "(env SWF_BENCH_DSN)")
+    p.add_argument(
+        "--dsn",
+        default=DEFAULT_DSN,
+        help="server to benchmark on; a fresh schema is created and dropped (env SWF_BENCH_DSN)",
+    )
     p.add_argument("--quick", action="store_true", help="small sizes, for CI")
     return p
 
@@ -50,8 +52,11 @@ class Scratch:
 
 
 def machine() -> dict[str, Any]:
-    return {"cpus": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform()}
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def report(name: str, results: dict[str, Any]) -> None:

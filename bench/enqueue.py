@@ -1,6 +1,6 @@
 """Enqueue rate: `submit` one at a time against `submit_many` in one round trip.
 
-    python -m bench.enqueue [--dsn ...] [--quick]
+python -m bench.enqueue [--dsn ...] [--quick]
 """
 
 from __future__ import annotations
@@ -23,13 +23,16 @@ def main() -> None:
         items = [{"type": "bench.noop.v1", "payload": {"i": i}} for i in range(bulk)]
         started = time.perf_counter()
         for chunk in range(0, bulk, 5000):
-            client.submit_many(items[chunk:chunk + 5000])
+            client.submit_many(items[chunk : chunk + 5000])
         bulk_rate = bulk / (time.perf_counter() - started)
-    report("enqueue", {
-        "submit runs/s": round(single_rate),
-        "submit_many runs/s": round(bulk_rate),
-        "ratio": round(bulk_rate / single_rate, 1),
-    })
+    report(
+        "enqueue",
+        {
+            "submit runs/s": round(single_rate),
+            "submit_many runs/s": round(bulk_rate),
+            "ratio": round(bulk_rate / single_rate, 1),
+        },
+    )
 
 
 if __name__ == "__main__":

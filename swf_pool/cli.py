@@ -245,3 +245,7 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 _COMMANDS = {"migrate": _migrate, "submit": _submit, "run": _run, "demo": _demo}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The real `swf-pool` command, in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from swf_pool import Client, Status
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "swf_pool.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+        check=False,
+    )
+
+
+def test_migrate_status_up_down(tmp_path: Path) -> None:
+    dsn = f"sqlite:///{tmp_path}/m.db"
+    assert cli("migrate", "status", "--dsn", dsn).stdout.split() == [
+        "pending",
+        "0001_workflow_tables",
+        "pending",
+        "0002_swf_pool_claim",
+    ]
+    out = cli("migrate", "up", "--dsn", dsn)
+    assert out.returncode == 0 and "applied 2 migration(s)" in out.stdout
+    out = cli("migrate", "down", "--dsn", dsn)
+    assert "reverted 1 migration(s)\n  0002_swf_pool_claim" in out.stdout
+    assert cli("migrate", "status", "--dsn", dsn).stdout.split()[:4] == [
+        "applied",
+        "0001_workflow_tables",
+        "pending",
+        "0002_swf_pool_claim",
+    ]
+
+
+def test_submit_and_run_drain(dsn: str) -> None:
+    out = cli("submit", "greet.v1", '{"name": "Ada"}', "--dsn", dsn, "--idempotency-key", "g1")
+    assert out.returncode == 0, out.stderr
+    run_id = out.stdout.strip()
+    again = cli("submit", "greet.v1", '{"name": "Ada"}', "--dsn", dsn, "--idempotency-key", "g1")
+    assert again.stdout.strip() == f"{run_id} (already existed)"
+    out = cli("run", "--app", "examples.hello:registry", "--drain", env={"SWF_DSN": dsn})
+    assert out.returncode == 0, out.stderr
+    assert "drained: 1 run(s) executed" in out.stdout
+    with Client(dsn) as client:
+        run = client.get(run_id)
+        assert run is not None and run.status is Status.SUCCEEDED
+        assert run.result == {"greeting": "Hello, Ada!"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["migrate", "up", "--dsn", "mysql://x"], "unsupported scheme 'mysql'"),
+        (["submit", "t", "{not json", "--dsn", "sqlite://:memory:"], "payload is not valid JSON"),
+        (["submit", "t", "--dsn", "sqlite://:memory:"], "swf-pool migrate up"),
+        (
+            ["run", "--dsn", "sqlite://:memory:", "--app", "nope.nothing:registry"],
+            "cannot import 'nope.nothing'",
+        ),
+        (
+            ["run", "--dsn", "sqlite://:memory:", "--app", "examples.hello:missing"],
+            "has no attribute 'missing'",
+        ),
+        (
+            ["run", "--dsn", "sqlite://:memory:", "--app", "examples.hello"],
+            "--app must look like package.module:registry",
+        ),
+        (
+            [
+                "run",
+                "--dsn",
+                "sqlite://:memory:",
+                "--app",
+                "examples.hello:registry",
+                "--auto-migrate",
+                "--types",
+                "unknown.v1",
+            ],
+            "--types names types without a handler",
+        ),
+        (
+            ["migrate", "up", "--dsn", "postgres://u:topsecret@127.0.0.1:1/db"],
+            "cannot connect to PostgreSQL",
+        ),
+    ],
+)
+def test_errors_are_one_clear_line(args: list[str], message: str) -> None:
+    out = cli(*args)
+    assert out.returncode == 1
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr and "topsecret" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["run", "--app", "a:b", "--batch-size", "0", "--dsn", "x"], {}, "must be >= 1"),
+        (["run", "--app", "a:b", "--dsn", "x"], {"SWF_LEASE": "-3"}, "must be > 0"),
+        (["run", "--app", "a:b", "--dsn", "x"], {"SWF_BATCH_SIZE": "many"}, "invalid"),
+        (["run", "--app", "a:b"], {}, "--dsn"),
+    ],
+)
+def test_bad_options_are_usage_errors(args: list[str], env: dict[str, str], message: str) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SWF_")}
+    out = subprocess.run(
+        [sys.executable, "-m", "swf_pool.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**environment, **env},
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_help_names_the_environment_variables() -> None:
+    text = cli("run", "--help").stdout
+    for name in ("SWF_DSN", "SWF_APP", "SWF_LEASE", "SWF_BATCH_SIZE", "SWF_POLL_INTERVAL"):
+        assert name in text
+
+
+def test_demo_reports_what_happened(tmp_path: Path) -> None:
+    out = cli("demo", "--dsn", f"sqlite:///{tmp_path}/demo.db", "--runs", "40")
+    assert out.returncode == 0, out.stderr
+    assert "submitted 40 runs" in out.stdout
+    assert "demo.flaky.v1" in out.stdout and "retried" in out.stdout
