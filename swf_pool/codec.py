@@ -14,16 +14,19 @@ import orjson
 
 from .errors import InvalidPayload
 
-MAX_DEPTH = 200  # orjson's own limit is 254; leave room for the wrapping jsonb values
-
 
 def encode(value: Any, what: str = "payload") -> str:
     """Encode `value` as compact JSON text, or raise `InvalidPayload` naming the problem."""
-    _check(value, what, 0)
     try:
         data = orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError) as exc:
+        if "Recursion limit" in str(exc):
+            raise InvalidPayload(
+                f"{what} is nested too deeply (orjson allows 254 levels)"
+            ) from None
         raise InvalidPayload(f"{what} is not JSON-serializable: {exc}") from None
+    if b"null" in data:  # NaN and infinities came out as null: look for them
+        _check(value, what)
     if b"\\u0000" in data:
         raise InvalidPayload(f"{what} contains a NUL character (\\u0000), which jsonb rejects")
     return data.decode()
@@ -38,15 +41,13 @@ def decode(data: str | bytes | bytearray | memoryview | None) -> Any:
     return orjson.loads(data)
 
 
-def _check(value: Any, what: str, depth: int) -> None:
-    if depth > MAX_DEPTH:
-        raise InvalidPayload(f"{what} is nested deeper than {MAX_DEPTH} levels")
+def _check(value: Any, what: str) -> None:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidPayload(f"{what} contains {value!r}, which JSON cannot represent")
     elif isinstance(value, dict):
         for item in value.values():
-            _check(item, what, depth + 1)
+            _check(item, what)
     elif isinstance(value, list | tuple):
         for item in value:
-            _check(item, what, depth + 1)
+            _check(item, what)

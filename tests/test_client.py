@@ -136,7 +136,7 @@ def test_deeply_nested_payload_is_refused(client: Client, dsn: str) -> None:
     payload: Any = []
     for _ in range(300):
         payload = [payload]
-    with pytest.raises(InvalidPayload, match="nested deeper"):
+    with pytest.raises(InvalidPayload, match="nested too deeply"):
         client.submit("a.v1", payload)
     assert count(dsn) == 0
 

@@ -114,16 +114,19 @@ class PostgresBackend:
     # -- producer side ------------------------------------------------------------------------
 
     def submit(self, runs: Sequence[NewRun], audit_full: bool) -> list[Submitted]:
-        params = {
-            "ids": [r.id for r in runs],
-            "types": [r.type for r in runs],
-            "payloads": [r.payload for r in runs],
-            "priorities": [r.priority for r in runs],
-            "max_attempts": [r.max_attempts for r in runs],
-            "keys": [r.idempotency_key for r in runs],
-            "run_ats": [r.run_at for r in runs],
-            "audit_full": audit_full,
-        }
+        rows = [
+            {
+                "id": r.id,
+                "type": r.type,
+                "payload": orjson.Fragment(r.payload),
+                "priority": r.priority,
+                "max_attempts": r.max_attempts,
+                "idempotency_key": r.idempotency_key,
+                "run_at": r.run_at,
+            }
+            for r in runs
+        ]
+        params = {"runs": orjson.dumps(rows).decode(), "audit_full": audit_full}
         with self._conn() as conn:
             created = {str(row["id"]) for row in conn.execute(Q["submit"], params)}
             missing = [r.idempotency_key for r in runs if r.id not in created]
