@@ -132,8 +132,8 @@ class PostgresBackend:
             missing = [r.idempotency_key for r in runs if r.id not in created]
             existing = {}
             if missing:
-                rows = conn.execute(Q["ids_by_key"], {"keys": missing})
-                existing = {row["idempotency_key"]: str(row["id"]) for row in rows}
+                found = conn.execute(Q["ids_by_key"], {"keys": missing})
+                existing = {row["idempotency_key"]: str(row["id"]) for row in found}
         return [
             Submitted(r.id, True)
             if r.id in created
