@@ -1,6 +1,7 @@
 """swf-pool: a durable system of record for intent, with a multiprocessing worker pool."""
 
 from .client import Client
+from .coordinator import Pool, PoolStats
 from .errors import (
     ConfigError,
     ConnectError,
@@ -18,7 +19,6 @@ from .errors import (
 from .handlers import Registry, Run
 from .models import Audit, Event, EventType, RunRecord, Status, Submitted
 from .retry import Exponential, Fixed, GoBackoff, NoRetry, RetryPolicy
-from .worker import Worker
 
 __all__ = [
     "Audit",
@@ -36,6 +36,8 @@ __all__ = [
     "MigrationError",
     "NoRetry",
     "PermanentError",
+    "Pool",
+    "PoolStats",
     "Registry",
     "RetryPolicy",
     "Run",
@@ -47,5 +49,4 @@ __all__ = [
     "Submitted",
     "SwfError",
     "ValidationError",
-    "Worker",
 ]

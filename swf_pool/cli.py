@@ -7,18 +7,26 @@ import logging
 import os
 import signal
 import sys
-import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import codec, migrate
 from .backends import open_backend
 from .client import Client
+from .coordinator import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_LOG_SECONDS,
+    DEFAULT_POLL_SECONDS,
+    DEFAULT_SHUTDOWN_GRACE_SECONDS,
+    EXECUTORS,
+    Pool,
+)
 from .errors import SwfError
 from .handlers import load_registry
 from .models import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, Audit
-from .worker import DEFAULT_BATCH_SIZE, DEFAULT_POLL_SECONDS, Worker
 
 DEMO_DSN = "sqlite://demo.db"
+log = logging.getLogger("swf_pool")
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -41,6 +49,43 @@ def _positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _option(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    env: str,
+    kind: Callable[[str], Any],
+    default: object,
+    text: str,
+    choices: list[str] | None = None,
+) -> None:
+    """A flag whose default comes from $SWF_<env>, with both named in --help."""
+    from_env = _env(env)
+    required = default is None and flag == "--app" and from_env is None
+    shown = "" if default is None or default == "" else f"default {default}; "
+    parser.add_argument(
+        flag,
+        type=kind,
+        choices=choices,
+        required=required,
+        default=from_env if from_env is not None else default,
+        help=f"{text} ({shown}env SWF_{env})",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -84,55 +129,115 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--run-in", type=float, help="delay in seconds")
     _add_dsn(sub)
 
-    run = commands.add_parser("run", help="execute runs with the handlers of --app")
+    run = commands.add_parser(
+        "run",
+        help="execute runs with the handlers of --app, in a pool of worker processes",
+        description="Claim runs in batches and execute them with a pool of worker processes. "
+        "Stops gracefully on SIGTERM/SIGINT (a second signal exits at once).",
+    )
     _add_dsn(run)
-    run.add_argument(
-        "--app",
-        default=_env("APP"),
-        required=_env("APP") is None,
-        help="handlers to serve, as package.module:registry (env SWF_APP)",
+    _option(run, "--app", "APP", str, None, "handlers to serve, as package.module:registry")
+    cores = os.cpu_count() or 1
+    _option(run, "--processes", "PROCESSES", _positive_int, cores, "worker processes (or threads)")
+    _option(
+        run,
+        "--executor",
+        "EXECUTOR",
+        str,
+        "process",
+        "process (CPU-bound handlers), thread (I/O-bound) or inline (debugging)",
+        choices=list(EXECUTORS),
     )
-    run.add_argument(
-        "--worker-id",
-        default=_env("WORKER_ID"),
-        help="worker id (default hostname-pid; env SWF_WORKER_ID)",
-    )
-    run.add_argument(
-        "--types",
-        type=_csv,
-        default=_env("TYPES", ""),
-        help="serve only these types, comma-separated (default: every type with "
-        "a handler; env SWF_TYPES)",
-    )
-    run.add_argument(
-        "--prefixes",
-        type=_csv,
-        default=_env("PREFIXES", ""),
-        help="claim types by prefix instead, e.g. 'billing.%%' (env SWF_PREFIXES)",
-    )
-    run.add_argument(
-        "--lease",
-        type=_positive_float,
-        default=_env("LEASE", str(DEFAULT_LEASE_SECONDS)),
-        help="lease in seconds (default 30; env SWF_LEASE)",
-    )
-    run.add_argument(
+    _option(
+        run,
         "--batch-size",
-        type=_positive_int,
-        default=_env("BATCH_SIZE", str(DEFAULT_BATCH_SIZE)),
-        help="runs claimed per statement (default 10; env SWF_BATCH_SIZE)",
+        "BATCH_SIZE",
+        _positive_int,
+        DEFAULT_BATCH_SIZE,
+        "most runs claimed by one statement",
     )
-    run.add_argument(
+    _option(
+        run,
+        "--prefetch",
+        "PREFETCH",
+        _non_negative_int,
+        None,
+        "runs claimed beyond the free workers, ready to start (default: --processes)",
+    )
+    _option(
+        run,
+        "--lease",
+        "LEASE",
+        _positive_float,
+        DEFAULT_LEASE_SECONDS,
+        "lease in seconds; renewed every lease/3 for every run in flight",
+    )
+    _option(
+        run,
         "--poll-interval",
-        type=_positive_float,
-        default=_env("POLL_INTERVAL", str(DEFAULT_POLL_SECONDS)),
-        help="seconds between polls when idle (default 2; env SWF_POLL_INTERVAL)",
+        "POLL_INTERVAL",
+        _positive_float,
+        DEFAULT_POLL_SECONDS,
+        "seconds between polls when idle (PostgreSQL also wakes on NOTIFY)",
     )
-    run.add_argument(
+    _option(
+        run,
+        "--types",
+        "TYPES",
+        _csv,
+        "",
+        "serve only these types, comma-separated (default: every type with a handler)",
+    )
+    _option(
+        run,
+        "--prefixes",
+        "PREFIXES",
+        _csv,
+        "",
+        "claim types by LIKE prefix instead, e.g. 'billing.%%'",
+    )
+    _option(run, "--worker-id", "WORKER_ID", str, None, "worker id (default hostname-pid)")
+    _option(
+        run,
+        "--timeout",
+        "TIMEOUT",
+        _positive_float,
+        None,
+        "seconds a run may take before its process is killed (default: none; handlers "
+        "can set their own)",
+    )
+    _option(
+        run,
+        "--max-tasks-per-child",
+        "MAX_TASKS_PER_CHILD",
+        _positive_int,
+        None,
+        "replace a worker process after this many runs (default: never)",
+    )
+    _option(
+        run,
+        "--shutdown-grace",
+        "SHUTDOWN_GRACE",
+        _non_negative_float,
+        DEFAULT_SHUTDOWN_GRACE_SECONDS,
+        "seconds running runs get to finish on shutdown",
+    )
+    _option(
+        run,
         "--audit",
+        "AUDIT",
+        str,
+        Audit.FULL.value,
+        "event trail: full, or failures (only what goes wrong)",
         choices=[a.value for a in Audit],
-        default=_env("AUDIT", Audit.FULL.value),
-        help="event trail: full, or failures only (default full; env SWF_AUDIT)",
+    )
+    _option(
+        run,
+        "--log-interval",
+        "LOG_INTERVAL",
+        _positive_float,
+        DEFAULT_LOG_SECONDS,
+        "seconds between progress lines",
     )
     run.add_argument("--drain", action="store_true", help="exit once no runnable run is left")
     run.add_argument(
@@ -149,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"database for the demo (default {DEMO_DSN}; env SWF_DSN)",
     )
     demo.add_argument("--runs", type=_positive_int, default=3000)
+    demo.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=None,
+        help="worker processes (default: one per core)",
+    )
     return parser
 
 
@@ -207,41 +318,56 @@ def _submit(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    registry = load_registry(args.app)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    load_registry(args.app)  # a bad --app fails before anything connects
     with Client(args.dsn, migrate=args.auto_migrate, audit=args.audit) as client:
-        worker = Worker(
+        pool = Pool(
             client,
-            registry,
+            args.app,
+            processes=args.processes,
+            executor=args.executor,
             worker_id=args.worker_id,
+            types=args.types or None,
             prefixes=args.prefixes,
-            lease_seconds=args.lease,
             batch_size=args.batch_size,
+            prefetch=args.prefetch,
+            lease_seconds=args.lease,
+            poll_interval=args.poll_interval,
+            timeout=args.timeout,
+            max_tasks_per_child=args.max_tasks_per_child,
+            shutdown_grace=args.shutdown_grace,
             audit=args.audit,
+            log_interval=args.log_interval,
         )
-        if args.types:
-            unknown = sorted(set(args.types) - set(registry.types))
-            if unknown:
-                raise SwfError(f"--types names types without a handler: {', '.join(unknown)}")
-            worker.types = args.types
-        logging.getLogger("swf_pool").info(
-            "worker %s serving %s on %s",
-            worker.worker_id,
-            ", ".join(args.prefixes or worker.types),
+        signals = []
+
+        def on_signal(signum: int, frame: object) -> None:
+            signals.append(signum)
+            if len(signals) == 1:
+                log.info(
+                    "%s: stopping gracefully (again to exit at once)", signal.Signals(signum).name
+                )
+                pool.request_stop()
+            else:
+                pool.abort()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
+        log.info(
+            "pool %s: %d %s worker(s) serving %s on %s",
+            pool.worker_id,
+            pool.processes,
+            pool.executor_kind,
+            ", ".join(args.prefixes or pool.types),
             client.backend.description,
         )
-        if args.drain:
-            print(f"drained: {worker.drain()} run(s) executed")
-        else:
-            worker.run(stop, args.poll_interval)
+        stats = pool.run(drain=args.drain)
+        print(f"swf-pool: {stats.summary()}")
 
 
 def _demo(args: argparse.Namespace) -> None:
     from . import demo
 
-    demo.main(args.dsn, args.runs)
+    demo.main(args.dsn, args.runs, args.processes)
 
 
 _COMMANDS = {"migrate": _migrate, "submit": _submit, "run": _run, "demo": _demo}

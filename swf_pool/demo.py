@@ -8,10 +8,10 @@ from collections import Counter
 from typing import Any
 
 from .client import Client
+from .coordinator import Pool
 from .errors import PermanentError
 from .handlers import Registry, Run
 from .retry import Fixed
-from .worker import Worker
 
 registry = Registry()
 
@@ -41,7 +41,7 @@ def validate(run: Run) -> str:
     return "valid"
 
 
-def main(dsn: str, runs: int = 3000) -> None:
+def main(dsn: str, runs: int = 3000, processes: int | None = None) -> None:
     with Client(dsn, migrate=True) as client:
         items = []
         for n in range(runs):
@@ -52,13 +52,13 @@ def main(dsn: str, runs: int = 3000) -> None:
         took = time.perf_counter() - started
         print(f"swf-pool demo on {client.backend.description}")
         print(f"submitted {len(submitted)} runs in {took * 1000:.0f} ms (one round trip)")
-        worker = Worker(client, registry, batch_size=50)
+        pool = Pool(client, "swf_pool.demo:registry", processes=processes, log_interval=3600)
         started = time.perf_counter()
-        claimed = worker.drain()
+        stats = pool.drain()
         took = time.perf_counter() - started
         print(
-            f"executed {claimed} attempts in {took:.2f} s ({claimed / took:.0f}/s, "
-            "one process, worker core)"
+            f"executed {stats.claimed} attempts in {took:.2f} s "
+            f"({stats.claimed / took:.0f}/s, {pool.processes} worker processes)"
         )
         ids = {s.id for s in submitted}
         _report(client, ids)

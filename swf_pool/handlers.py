@@ -49,7 +49,7 @@ class Run:
 HandlerFunc = Callable[[Run], Any]
 
 
-class Executor(Protocol):
+class HandlerObject(Protocol):
     """A class-based handler."""
 
     def execute(self, run: Run) -> Any: ...
@@ -60,6 +60,7 @@ class Handler:
     type: str
     func: HandlerFunc
     retry: RetryPolicy
+    timeout: float | None = None  # seconds; the process executor kills runs past it
 
 
 class Registry:
@@ -77,7 +78,12 @@ class Registry:
         self._handlers: dict[str, Handler] = {}
 
     def register(
-        self, type: str, handler: HandlerFunc | Executor, *, retry: RetryPolicy = DEFAULT_POLICY
+        self,
+        type: str,
+        handler: HandlerFunc | HandlerObject,
+        *,
+        retry: RetryPolicy = DEFAULT_POLICY,
+        timeout: float | None = None,
     ) -> None:
         if not isinstance(type, str) or not type.strip():
             raise ConfigError(f"handler type must be a non-empty string, got {type!r}")
@@ -87,13 +93,15 @@ class Registry:
         func = execute if callable(execute) else handler
         if not callable(func):
             raise ConfigError(f"handler for {type!r} is neither callable nor has execute()")
-        self._handlers[type] = Handler(type, func, retry)
+        if timeout is not None and timeout <= 0:
+            raise ConfigError(f"timeout for {type!r} must be > 0 seconds, got {timeout}")
+        self._handlers[type] = Handler(type, func, retry, timeout)
 
     def handler(
-        self, type: str, *, retry: RetryPolicy = DEFAULT_POLICY
+        self, type: str, *, retry: RetryPolicy = DEFAULT_POLICY, timeout: float | None = None
     ) -> Callable[[HandlerFunc], HandlerFunc]:
         def decorate(func: HandlerFunc) -> HandlerFunc:
-            self.register(type, func, retry=retry)
+            self.register(type, func, retry=retry, timeout=timeout)
             return func
 
         return decorate
@@ -104,6 +112,9 @@ class Registry:
     @property
     def types(self) -> list[str]:
         return sorted(self._handlers)
+
+    def handlers(self) -> list[Handler]:
+        return list(self._handlers.values())
 
 
 def like_patterns(prefixes: Iterable[str]) -> list[str]:

@@ -45,7 +45,7 @@ class Audit(enum.StrEnum):
 
 
 class EventType(enum.StrEnum):
-    """A `workflow_event.event_type`; the Go library's set plus `lease_expired`."""
+    """A `workflow_event.event_type`: the Go library's set plus `lease_expired` and `released`."""
 
     CREATED = "created"
     LEASED = "leased"
@@ -56,6 +56,7 @@ class EventType(enum.StrEnum):
     RETRIED = "retried"
     CANCELLED = "cancelled"
     LEASE_EXPIRED = "lease_expired"
+    RELEASED = "released"  # claimed but never started, given back at shutdown
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,23 @@ class LeaseState(enum.StrEnum):
     HELD = "held"  # still ours; the lease was extended
     CANCELLED = "cancelled"  # cancelled by a producer: stop, the result will be discarded
     LOST = "lost"  # no longer ours (expired and re-claimed, or deleted)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One attempt this worker holds: what every fenced statement checks."""
+
+    id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Started:
+    """An attempt that began executing at `at` (for the `started` event)."""
+
+    id: str
+    attempt: int
+    at: datetime
 
 
 @dataclass(frozen=True)

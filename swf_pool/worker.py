@@ -1,36 +1,47 @@
-"""The worker core: claim a batch, execute each run, write its outcome under the lease's fence.
+"""The worker side: executing one run, and the loop of a worker process.
 
-This single-process worker is the reference for the semantics; the multiprocessing pool does
-the same through the same backend operations, in bulk.
+A worker process opens no database connection. It receives tasks from the coordinator over a
+pipe, runs them one at a time, and sends each result back before it starts the next; it
+publishes what it is running in shared memory (`Slot`) so the coordinator can time it out or
+account for it if the process dies. `run.heartbeat()` is a request over the same pipe;
+`run.is_cancelled()` reads the shared memory, where the coordinator's heartbeat marks
+cancelled or lost runs.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import random
-import socket
-import threading
+import signal
 import time
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
 
 from . import codec
-from .client import Client
-from .errors import ConfigError, InvalidPayload, PermanentError
-from .handlers import Registry, Run, like_patterns
-from .models import DEFAULT_LEASE_SECONDS, Audit, Claimed, LeaseState, Outcome, Status
-from .retry import DEFAULT_POLICY, after_failure
-
-log = logging.getLogger("swf_pool.worker")
-
-DEFAULT_BATCH_SIZE = 10
-DEFAULT_POLL_SECONDS = 2.0
+from .errors import InvalidPayload, PermanentError
+from .handlers import LeaseControl, Registry, Run, load_registry
+from .models import Claimed, LeaseState
 
 
-def default_worker_id() -> str:
-    """`hostname-pid`, as in the Go library."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+@dataclass(frozen=True)
+class Task:
+    """A claimed run handed to an executor; `seq` is unique within one pool."""
+
+    seq: int
+    run: Claimed
+
+
+@dataclass(frozen=True)
+class Result:
+    """What became of one task: `value` is the JSON result (ok) or the error text."""
+
+    seq: int
+    ok: bool
+    value: str | None
+    permanent: bool = False
+    started: float = 0.0  # wall clock (time.time()) when the handler began
+    duration: float = 0.0
 
 
 def describe_error(exc: BaseException) -> str:
@@ -39,122 +50,118 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
-class Worker:
-    """Executes runs of the types in `registry` (or matching `prefixes`), one at a time.
+def execute(registry: Registry, task: Task, control: LeaseControl, worker_id: str) -> Result:
+    """Run the handler of one task; a handler's exception is data, not a crash."""
+    handler = registry.get(task.run.type)
+    started = time.time()
+    clock = time.perf_counter()
+    try:
+        if handler is None:
+            raise LookupError(f"no handler for type {task.run.type!r} on {worker_id}")
+        value = codec.encode(handler.func(Run(task.run, control)), "result")
+    except Exception as exc:
+        permanent = isinstance(exc, PermanentError | InvalidPayload)
+        error = describe_error(exc)
+        return Result(task.seq, False, error, permanent, started, time.perf_counter() - clock)
+    return Result(task.seq, True, value, False, started, time.perf_counter() - clock)
 
-    `client` is a `Client` (shared, e.g. for SQLite `:memory:`) or a connection string.
+
+class Slot:
+    """Shared memory between the coordinator and one worker process (lock-free doubles).
+
+    [0] seq of the task running now (0: idle), [1] its time.monotonic() start,
+    [2] a seq the coordinator marked cancelled or lost.
     """
 
-    def __init__(
-        self,
-        client: Client | str,
-        registry: Registry,
-        *,
-        worker_id: str | None = None,
-        prefixes: Sequence[str] = (),
-        lease_seconds: float = DEFAULT_LEASE_SECONDS,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        audit: Audit | str = Audit.FULL,
-        rand: Callable[[], float] = random.random,
-    ) -> None:
-        if lease_seconds <= 0:
-            raise ConfigError(f"lease_seconds must be > 0, got {lease_seconds}")
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        self._owns_client = isinstance(client, str)
-        self.client = Client(client) if isinstance(client, str) else client
-        self.registry = registry
-        self.worker_id = worker_id or default_worker_id()
-        self.prefixes = like_patterns(prefixes)
-        self.types = [] if prefixes else registry.types
-        self.lease_seconds = lease_seconds
-        self.batch_size = batch_size
-        self.audit = Audit(audit)
-        self._rand = rand
-        self._registered = False
+    CURRENT, STARTED, CANCELLED = 0, 1, 2
 
-    def close(self) -> None:
-        if self._owns_client:
-            self.client.close()
+    def __init__(self, array: Any) -> None:
+        self.array = array
 
-    def run_once(self) -> int:
-        """Claim one batch and execute it; return how many runs were claimed."""
-        backend = self.client.backend
-        if not self._registered:
-            backend.register(self.registry.types)
-            self._registered = True
-        full = self.audit is Audit.FULL
-        batch = backend.claim(
-            self.worker_id,
-            self.types,
-            self.prefixes,
-            self.batch_size,
-            lease_seconds=self.lease_seconds,
-            audit_full=full,
-        )
-        for claimed in batch:
-            if full:
-                backend.start(self.worker_id, [claimed.id])
-            outcome = self.execute(claimed)
-            if not backend.complete(self.worker_id, [outcome], full):
-                log.warning(
-                    "discarded the outcome of %s attempt %d: lease no longer held "
-                    "(cancelled or expired)",
-                    claimed.id,
-                    claimed.attempt,
-                )
-        return len(batch)
+    @property
+    def current(self) -> int:
+        return int(self.array[self.CURRENT])
 
-    def drain(self) -> int:
-        """Execute runnable runs until none is left; return how many were claimed."""
-        total = 0
-        while claimed := self.run_once():
-            total += claimed
-        return total
+    @property
+    def started(self) -> float:
+        return float(self.array[self.STARTED])
 
-    def run(self, stop: threading.Event, poll_seconds: float = DEFAULT_POLL_SECONDS) -> None:
-        """Work until `stop` is set, polling every `poll_seconds` when idle."""
-        while not stop.is_set():
-            if not self.run_once():
-                stop.wait(poll_seconds)
+    def begin(self, seq: int) -> None:
+        self.array[self.STARTED] = time.monotonic()
+        self.array[self.CURRENT] = seq
 
-    def execute(self, claimed: Claimed) -> Outcome:
-        """Run the handler of one claimed run and decide its outcome (no database write)."""
-        handler = self.registry.get(claimed.type)
-        policy = handler.retry if handler else DEFAULT_POLICY
-        started = time.monotonic()
-        try:
-            if handler is None:
-                raise LookupError(f"no handler for type {claimed.type!r} on {self.worker_id}")
-            result = codec.encode(handler.func(Run(claimed, self)), "result")
-        except Exception as exc:  # a handler's failure is data, recorded on the run
-            permanent = isinstance(exc, PermanentError | InvalidPayload)
-            log.debug(
-                "run %s (%s) attempt %d failed after %.3fs: %s",
-                claimed.id,
-                claimed.type,
-                claimed.attempt,
-                time.monotonic() - started,
-                describe_error(exc),
-            )
-            return after_failure(
-                claimed,
-                describe_error(exc),
-                policy,
-                permanent=permanent,
-                rand=self._rand(),
-                now=datetime.now(UTC),
-            )
-        return Outcome(claimed.id, claimed.attempt, Status.SUCCEEDED, result=result)
+    def end(self) -> None:
+        self.array[self.CURRENT] = 0
 
-    # LeaseControl, for Run.heartbeat() and Run.is_cancelled()
+    def cancel(self, seq: int) -> None:
+        self.array[self.CANCELLED] = seq
+
+    def is_cancelled(self, seq: int) -> bool:
+        return int(self.array[self.CANCELLED]) == seq
+
+
+STOP = "stop"  # coordinator -> worker: finish the current task, then exit
+SKIPPED = "cancelled before it started"  # the result of a task whose handler never ran
+
+
+class _ChildControl:
+    """`LeaseControl` inside a worker process: through the pipe and the shared slot."""
+
+    def __init__(self, conn: Connection, slot: Slot, inbox: deque[Task]) -> None:
+        self.conn = conn
+        self.slot = slot
+        self.inbox = inbox
+        self.seq = 0
+        self.stopping = False
 
     def extend_lease(self, run: Run, seconds: float) -> LeaseState:
-        return self._heartbeat(run, seconds, record=True)
+        self.conn.send(("heartbeat", self.seq, seconds))
+        while True:
+            message = self.conn.recv()
+            if not self.receive(message):
+                return LeaseState(message[1])
 
     def lease_state(self, run: Run) -> LeaseState:
-        return self._heartbeat(run, self.lease_seconds, record=False)
+        return LeaseState.CANCELLED if self.slot.is_cancelled(self.seq) else LeaseState.HELD
 
-    def _heartbeat(self, run: Run, seconds: float, record: bool) -> LeaseState:
-        leases = [(run.id, run.attempt)]
-        return self.client.backend.heartbeat(self.worker_id, leases, seconds, record)[run.id]
+    def receive(self, message: Any) -> bool:
+        """Take in tasks, a cancel or a stop; False for anything else (a heartbeat reply)."""
+        if isinstance(message, list):
+            self.inbox.extend(message)
+        elif message == STOP:
+            self.stopping = True
+        elif message[0] == "cancel":
+            # a task cancelled before it started is skipped: its handler never runs
+            for task in [t for t in self.inbox if t.seq == message[1]]:
+                self.inbox.remove(task)
+                self.conn.send(Result(task.seq, False, SKIPPED))
+        else:
+            return False
+        return True
+
+
+def child_main(
+    conn: Connection, app: str | Registry, worker_id: str, slot_array: Any, max_tasks: int | None
+) -> None:
+    """The loop of one worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
+    registry = load_registry(app) if isinstance(app, str) else app
+    slot = Slot(slot_array)
+    inbox: deque[Task] = deque()
+    control = _ChildControl(conn, slot, inbox)
+    done = 0
+    while not control.stopping and (max_tasks is None or done < max_tasks):
+        while conn.poll() or not inbox:
+            try:
+                control.receive(conn.recv())
+            except EOFError:  # the coordinator is gone
+                os._exit(0)
+            if control.stopping:
+                return
+        task = inbox.popleft()
+        control.seq = task.seq
+        slot.begin(task.seq)
+        result = execute(registry, task, control, worker_id)
+        conn.send(result)  # synchronous: once it returns, the result survives our death
+        slot.end()
+        done += 1

@@ -54,7 +54,7 @@ def test_submit_and_run_drain(dsn: str) -> None:
     assert again.stdout.strip() == f"{run_id} (already existed)"
     out = cli("run", "--app", "examples.hello:registry", "--drain", env={"SWF_DSN": dsn})
     assert out.returncode == 0, out.stderr
-    assert "drained: 1 run(s) executed" in out.stdout
+    assert "1 succeeded" in out.stdout
     with Client(dsn) as client:
         run = client.get(run_id)
         assert run is not None and run.status is Status.SUCCEEDED
@@ -90,7 +90,7 @@ def test_submit_and_run_drain(dsn: str) -> None:
                 "--types",
                 "unknown.v1",
             ],
-            "--types names types without a handler",
+            "no handler for the requested type(s): unknown.v1",
         ),
         (
             ["migrate", "up", "--dsn", "postgres://u:topsecret@127.0.0.1:1/db"],

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from swf_pool import Client, Registry, Status, Worker
+from swf_pool import Client, Pool, Registry, Status
 
 from .helpers import sql, wait_until
 
@@ -65,7 +65,7 @@ def test_a_go_written_run_is_executed_here(client: Client, dsn: str) -> None:
     run_id = go_insert(dsn, "go.hello.v1", b'{"msg": "hi"}')
     registry = Registry()
     registry.register("go.hello.v1", lambda run: {"echo": run.payload["msg"]})
-    assert Worker(client, registry).drain() == 1
+    assert Pool(client, registry, executor="inline").drain().claimed == 1
     run = client.get(run_id)
     assert run is not None
     assert (run.status, run.result, run.attempt) == (Status.SUCCEEDED, {"echo": "hi"}, 1)
@@ -76,7 +76,7 @@ def test_a_go_retried_run_continues_its_attempt_count(client: Client, dsn: str) 
     run_id = go_insert(dsn, "go.retry.v1", b"{}", attempt=1)
     registry = Registry()
     registry.register("go.retry.v1", lambda run: run.attempt)
-    Worker(client, registry).drain()
+    Pool(client, registry, executor="inline").drain()
     assert client.get(run_id).result == 2  # type: ignore[union-attr]
 
 
@@ -131,7 +131,7 @@ def test_times_are_correct_whatever_the_host_and_server_zone(dsn: str, host_time
         due_now = client.submit("tz.v1", run_in=0).id
         registry = Registry()
         registry.register("tz.v1", lambda run: None)
-        Worker(client, registry).drain()
+        Pool(client, registry, executor="inline").drain()
         run = client.get(run_id)
         assert run is not None and run.run_at == when and run.status is Status.PENDING
         assert client.get(due_now).status is Status.SUCCEEDED  # type: ignore[union-attr]

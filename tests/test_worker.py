@@ -16,12 +16,12 @@ from swf_pool import (
     Fixed,
     NoRetry,
     PermanentError,
+    Pool,
     Registry,
     Run,
     Status,
-    Worker,
 )
-from swf_pool.models import LeaseState, Outcome
+from swf_pool.models import Lease, LeaseState, Outcome
 
 from .helpers import sql, wait_until
 
@@ -38,8 +38,8 @@ def echo_registry(**kwargs: Any) -> Registry:
 
 def test_success_stores_result_and_full_audit(client: Client) -> None:
     run_id = client.submit("echo.v1", {"a": 1}).id
-    worker = Worker(client, echo_registry(), worker_id="w1")
-    assert worker.drain() == 1
+    worker = Pool(client, echo_registry(), worker_id="w1", executor="inline")
+    assert worker.drain().claimed == 1
     run = client.get(run_id)
     assert run is not None
     assert (run.status, run.result, run.attempt, run.leased_by) == (
@@ -60,14 +60,14 @@ def test_claim_order_is_priority_then_age(client: Client) -> None:
     registry.register("o.v1", lambda run: order.append(run.payload))
     for payload, priority in [(1, 100), (2, 5), (3, 100), (4, -1), (5, 5)]:
         client.submit("o.v1", payload, priority=priority)
-    Worker(client, registry, batch_size=2).drain()
+    Pool(client, registry, batch_size=2, executor="inline").drain()
     assert order == [4, 2, 5, 1, 3]
 
 
 def test_delayed_runs_wait_until_due(client: Client) -> None:
     later = client.submit("echo.v1", run_in=3600).id
     now = client.submit("echo.v1", run_at=datetime.now(UTC) - timedelta(seconds=1)).id
-    Worker(client, echo_registry()).drain()
+    Pool(client, echo_registry(), executor="inline").drain()
     assert client.get(later).status is Status.PENDING  # type: ignore[union-attr]
     assert client.get(now).status is Status.SUCCEEDED  # type: ignore[union-attr]
 
@@ -80,7 +80,7 @@ def test_failure_retries_with_go_backoff_then_fails(client: Client) -> None:
         raise RuntimeError(f"boom {run.attempt}")
 
     run_id = client.submit("fail.v1", max_attempts=2).id
-    worker = Worker(client, registry, rand=lambda: 1.0)
+    worker = Pool(client, registry, rand=lambda: 1.0, executor="inline")
     before = datetime.now(UTC)
     worker.drain()
     run = client.get(run_id)
@@ -97,7 +97,7 @@ def test_attempts_run_out_into_failed(client: Client) -> None:
     registry = Registry()
     registry.register("fail.v1", lambda run: 1 / 0, retry=Fixed(0))
     run_id = client.submit("fail.v1", max_attempts=3).id
-    assert Worker(client, registry).drain() == 3
+    assert Pool(client, registry, executor="inline").drain().claimed == 3
     run = client.get(run_id)
     assert run is not None
     assert (run.status, run.attempt) == (Status.FAILED, 3)
@@ -123,7 +123,7 @@ def test_permanent_errors_fail_at_once(client: Client, handler: Any, error: str)
     registry = Registry()
     registry.register("p.v1", handler)
     run_id = client.submit("p.v1", max_attempts=5).id
-    Worker(client, registry).drain()
+    Pool(client, registry, executor="inline").drain()
     run = client.get(run_id)
     assert run is not None and run.status is Status.FAILED and run.attempt == 1
     assert run.last_error is not None and run.last_error.startswith(error)
@@ -133,7 +133,7 @@ def test_no_retry_policy(client: Client) -> None:
     registry = Registry()
     registry.register("n.v1", lambda run: 1 / 0, retry=NoRetry())
     run_id = client.submit("n.v1", max_attempts=5).id
-    Worker(client, registry).drain()
+    Pool(client, registry, executor="inline").drain()
     assert client.get(run_id).status is Status.FAILED  # type: ignore[union-attr]
 
 
@@ -146,7 +146,7 @@ def test_class_handlers_and_types_served(client: Client, dsn: str) -> None:
     registry.register("double.v1", Doubler())
     mine = client.submit("double.v1", 21).id
     other = client.submit("other.v1", 1).id
-    Worker(client, registry).drain()
+    Pool(client, registry, executor="inline").drain()
     assert client.get(mine).result == 42  # type: ignore[union-attr]
     assert client.get(other).status is Status.PENDING  # type: ignore[union-attr]
     rows = sql(dsn, "SELECT workflow_name, runtime FROM workflow_registry")
@@ -158,7 +158,7 @@ def test_prefixes_match_literally_except_the_trailing_wildcard(client: Client) -
     for type_ in ("bill_ing.a", "billXing.a", "bill_ing"):
         registry.register(type_, lambda run: run.type)
     ids = {t: client.submit(t).id for t in ("bill_ing.a", "billXing.a", "bill_ing")}
-    Worker(client, registry, prefixes=["bill_ing.%"]).drain()
+    Pool(client, registry, prefixes=["bill_ing.%"], executor="inline").drain()
     status = {t: client.get(i).status for t, i in ids.items()}  # type: ignore[union-attr]
     assert status == {
         "bill_ing.a": Status.SUCCEEDED,
@@ -169,7 +169,7 @@ def test_prefixes_match_literally_except_the_trailing_wildcard(client: Client) -
 
 def test_prefix_claims_a_type_without_handler_and_records_why(client: Client) -> None:
     run_id = client.submit("media.resize.v1").id
-    Worker(client, Registry(), prefixes=["media."], worker_id="w9").drain()
+    Pool(client, Registry(), prefixes=["media."], worker_id="w9", executor="inline").drain()
     run = client.get(run_id)
     assert run is not None and run.status is Status.PENDING
     assert run.last_error == "LookupError: no handler for type 'media.resize.v1' on w9"
@@ -192,7 +192,7 @@ def test_two_workers_never_execute_a_run_twice(dsn: str) -> None:
     def drain(name: str) -> None:
         try:
             with Client(dsn) as own:
-                Worker(own, registry, worker_id=name, batch_size=7).drain()
+                Pool(own, registry, worker_id=name, batch_size=7, executor="inline").drain()
         except BaseException as exc:
             errors.append(exc)
 
@@ -217,9 +217,9 @@ def test_stale_worker_completion_is_rejected(client: Client) -> None:
     )
     assert (first.id, second.id, first.attempt, second.attempt) == (run_id, run_id, 1, 2)
     stale = Outcome(run_id, 1, Status.SUCCEEDED, result='"old"')
-    assert backend.complete("old", [stale], True) == set()
+    assert backend.complete("old", [stale], [], True) == set()
     assert backend.complete(
-        "new", [Outcome(run_id, 2, Status.SUCCEEDED, result='"new"')], True
+        "new", [Outcome(run_id, 2, Status.SUCCEEDED, result='"new"')], [], True
     ) == {run_id}
     run = client.get(run_id)
     assert run is not None and (run.result, run.attempt, run.leased_by) == ("new", 2, "new")
@@ -235,12 +235,12 @@ def test_cancel_while_leased_wins_over_the_result(client: Client) -> None:
     def cancel_myself(run: Run) -> str:
         seen.append(run.is_cancelled())
         client.cancel(run.id)
-        seen.append(run.is_cancelled())
+        seen.append(wait_until(run.is_cancelled))  # true within one heartbeat
         seen.append(run.heartbeat(60))
         return "done anyway"
 
     run_id = client.submit("c.v1").id
-    Worker(client, registry).drain()
+    Pool(client, registry, executor="inline", heartbeat_interval=0.05).drain()
     run = client.get(run_id)
     assert run is not None and run.status is Status.CANCELLED and run.result is None
     assert seen == [False, True, False]
@@ -258,7 +258,7 @@ def test_heartbeat_extends_the_lease_and_is_recorded(client: Client) -> None:
         leases.append(client.get(run.id).lease_until)  # type: ignore[union-attr]
 
     run_id = client.submit("hb.v1").id
-    Worker(client, registry, lease_seconds=30).drain()
+    Pool(client, registry, lease_seconds=30, executor="inline").drain()
     assert leases[1] - leases[0] > timedelta(seconds=500)
     beat_event = [e for e in client.events(run_id) if e.event_type is EventType.HEARTBEAT]
     assert [e.data for e in beat_event] == [{"extended_by_seconds": 600}]
@@ -294,7 +294,7 @@ def test_heartbeat_reports_each_lease(client: Client) -> None:
         r.id: r for r in backend.claim("w", ["x.v1"], [], 3, lease_seconds=30, audit_full=True)
     }
     client.cancel(b)
-    leases = [(a, claimed[a].attempt), (b, claimed[b].attempt), (c, 99)]
+    leases = [Lease(a, claimed[a].attempt), Lease(b, claimed[b].attempt), Lease(c, 99)]
     states = backend.heartbeat("w", leases, 30, False)
     assert states == {a: LeaseState.HELD, b: LeaseState.CANCELLED, c: LeaseState.LOST}
 
@@ -304,7 +304,7 @@ def test_lean_audit_records_only_what_goes_wrong(dsn: str) -> None:
         registry = echo_registry()
         registry.register("bad.v1", lambda run: 1 / 0, retry=NoRetry())
         ok, bad = client.submit("echo.v1").id, client.submit("bad.v1").id
-        Worker(client, registry, audit="failures").drain()
+        Pool(client, registry, audit="failures", executor="inline").drain()
         assert events(client, ok) == []
         assert events(client, bad) == ["failed"]
         assert client.get(ok).status is Status.SUCCEEDED  # type: ignore[union-attr]
@@ -315,6 +315,6 @@ def test_go_library_events_and_runs_count_per_type(client: Client) -> None:
     registry = Registry()
     registry.register("a", lambda run: None)
     registry.register("b", lambda run: None)
-    Worker(client, registry).drain()
+    Pool(client, registry, executor="inline").drain()
     counted = Counter(r.type for r in client.list() if r.status is Status.SUCCEEDED)
     assert counted == {"a": 2, "b": 1}

@@ -7,6 +7,7 @@ pool, migrations) is backend-agnostic.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol
 
 from ..dsn import PostgresTarget, Target, parse_dsn
@@ -14,11 +15,13 @@ from ..migrate import Migration
 from ..models import (
     Claimed,
     Event,
+    Lease,
     LeaseState,
     NewRun,
     Outcome,
     RunFilter,
     RunRecord,
+    Started,
     Status,
     Submitted,
 )
@@ -53,13 +56,18 @@ class Backend(Protocol):
         lease_seconds: float,
         audit_full: bool,
     ) -> list[Claimed]: ...
-    def start(self, worker_id: str, run_ids: Sequence[str]) -> None: ...
     def complete(
-        self, worker_id: str, outcomes: Sequence[Outcome], audit_full: bool
+        self,
+        worker_id: str,
+        outcomes: Sequence[Outcome],
+        started: Sequence[Started],
+        audit_full: bool,
     ) -> set[str]: ...
     def heartbeat(
-        self, worker_id: str, leases: Sequence[tuple[str, int]], extend_seconds: float, record: bool
+        self, worker_id: str, leases: Sequence[Lease], extend_seconds: float, record: bool
     ) -> dict[str, LeaseState]: ...
+    def release(self, worker_id: str, leases: Sequence[Lease]) -> set[str]: ...
+    def next_due(self, types: Sequence[str], prefixes: Sequence[str]) -> datetime | None: ...
     def register(self, names: Sequence[str]) -> None: ...
 
 

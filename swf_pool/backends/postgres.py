@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -20,11 +21,13 @@ from ..migrate import Migration
 from ..models import (
     Claimed,
     Event,
+    Lease,
     LeaseState,
     NewRun,
     Outcome,
     RunFilter,
     RunRecord,
+    Started,
     Status,
     Submitted,
 )
@@ -126,7 +129,7 @@ class PostgresBackend:
             }
             for r in runs
         ]
-        params = {"runs": orjson.dumps(rows).decode(), "audit_full": audit_full}
+        params = {"runs": _json(rows), "audit_full": audit_full}
         with self._conn() as conn:
             created = {str(row["id"]) for row in conn.execute(Q["submit"], params)}
             missing = [r.idempotency_key for r in runs if r.id not in created]
@@ -187,39 +190,64 @@ class PostgresBackend:
         }
         return [Claimed.from_row(row) for row in self._rows("claim", params)]
 
-    def start(self, worker_id: str, run_ids: Sequence[str]) -> None:
-        with self._conn() as conn:
-            conn.execute(Q["start"], {"worker": worker_id, "ids": list(run_ids)})
-
-    def complete(self, worker_id: str, outcomes: Sequence[Outcome], audit_full: bool) -> set[str]:
+    def complete(
+        self,
+        worker_id: str,
+        outcomes: Sequence[Outcome],
+        started: Sequence[Started],
+        audit_full: bool,
+    ) -> set[str]:
         params = {
             "worker": worker_id,
-            "ids": [o.id for o in outcomes],
-            "attempts": [o.attempt for o in outcomes],
-            "statuses": [o.status.value for o in outcomes],
-            "results": [o.result for o in outcomes],
-            "errors": [o.error for o in outcomes],
-            "retry_ats": [o.retry_at for o in outcomes],
+            "outcomes": _json(
+                {
+                    "id": o.id,
+                    "attempt": o.attempt,
+                    "status": o.status.value,
+                    "result": None if o.result is None else orjson.Fragment(o.result),
+                    "error": o.error,
+                    "retry_at": o.retry_at,
+                }
+                for o in outcomes
+            ),
+            "started": _json({"id": s.id, "attempt": s.attempt, "at": s.at} for s in started),
             "audit_full": audit_full,
         }
         return {str(row["id"]) for row in self._rows("complete", params)}
 
     def heartbeat(
-        self, worker_id: str, leases: Sequence[tuple[str, int]], extend_seconds: float, record: bool
+        self, worker_id: str, leases: Sequence[Lease], extend_seconds: float, record: bool
     ) -> dict[str, LeaseState]:
         params = {
             "worker": worker_id,
-            "ids": [run_id for run_id, _ in leases],
-            "attempts": [attempt for _, attempt in leases],
+            "leases": _leases(leases),
             "extend": extend_seconds,
             "record": record,
         }
         rows = self._rows("heartbeat", params)
         return {str(row["id"]): lease_state(row["held"], row["status"]) for row in rows}
 
+    def release(self, worker_id: str, leases: Sequence[Lease]) -> set[str]:
+        rows = self._rows("release", {"worker": worker_id, "leases": _leases(leases)})
+        return {str(row["id"]) for row in rows}
+
+    def next_due(self, types: Sequence[str], prefixes: Sequence[str]) -> datetime | None:
+        rows = self._rows("next_due", {"types": list(types), "prefixes": list(prefixes)})
+        due: datetime | None = rows[0]["due"]
+        return due
+
     def register(self, names: Sequence[str]) -> None:
         with self._conn() as conn:
             conn.execute(Q["register"], {"names": sorted(set(names))})
+
+
+def _json(rows: Iterable[dict[str, Any]]) -> str:
+    """Rows as one JSON array, for `jsonb_to_recordset` (cheaper than one array per column)."""
+    return orjson.dumps(list(rows)).decode()
+
+
+def _leases(leases: Sequence[Lease]) -> str:
+    return _json({"id": lease.id, "attempt": lease.attempt} for lease in leases)
 
 
 def probe(target: PostgresTarget) -> psycopg.Connection[Any]:

@@ -22,11 +22,13 @@ from ..models import (
     Claimed,
     Event,
     EventType,
+    Lease,
     LeaseState,
     NewRun,
     Outcome,
     RunFilter,
     RunRecord,
+    Started,
     Status,
     Submitted,
 )
@@ -264,16 +266,22 @@ class SqliteBackend:
         claimed.sort(key=lambda row: (row["priority"], row["created_at"]))
         return [Claimed.from_row(row) for row in claimed]
 
-    def start(self, worker_id: str, run_ids: Sequence[str]) -> None:
-        now = _now()
-        with self._tx() as db:
-            for run_id in run_ids:
-                _event(db, run_id, EventType.STARTED, {"worker_id": worker_id}, now)
-
-    def complete(self, worker_id: str, outcomes: Sequence[Outcome], audit_full: bool) -> set[str]:
+    def complete(
+        self,
+        worker_id: str,
+        outcomes: Sequence[Outcome],
+        started: Sequence[Started],
+        audit_full: bool,
+    ) -> set[str]:
         now = _now()
         done = set()
         with self._tx() as db:
+            if audit_full:
+                for s in started:
+                    fence = {"id": s.id, "attempt": s.attempt, "worker": worker_id}
+                    if db.execute(Q["holds"], fence).fetchone():
+                        data = {"worker_id": worker_id}
+                        _event(db, s.id, EventType.STARTED, data, format_time(s.at))
             for o in outcomes:
                 params = {
                     "id": o.id,
@@ -297,33 +305,44 @@ class SqliteBackend:
         return done
 
     def heartbeat(
-        self, worker_id: str, leases: Sequence[tuple[str, int]], extend_seconds: float, record: bool
+        self, worker_id: str, leases: Sequence[Lease], extend_seconds: float, record: bool
     ) -> dict[str, LeaseState]:
         moment = datetime.now(UTC)
         now = format_time(moment)
         until = format_time(moment + timedelta(seconds=extend_seconds))
         states = {}
         with self._tx() as db:
-            for run_id, attempt in leases:
+            for lease in leases:
                 params = {
-                    "id": run_id,
-                    "attempt": attempt,
+                    "id": lease.id,
+                    "attempt": lease.attempt,
                     "worker": worker_id,
                     "now": now,
                     "lease_until": until,
                 }
                 held = db.execute(Q["extend"], params).fetchone() is not None
                 if held and record:
-                    _event(
-                        db,
-                        run_id,
-                        EventType.HEARTBEAT,
-                        {"extended_by_seconds": extend_seconds},
-                        now,
-                    )
-                status = db.execute(Q["run_status"], {"id": run_id}).fetchone()
-                states[run_id] = lease_state(held, status["status"] if status else None)
+                    data = {"extended_by_seconds": extend_seconds}
+                    _event(db, lease.id, EventType.HEARTBEAT, data, now)
+                status = db.execute(Q["run_status"], {"id": lease.id}).fetchone()
+                states[lease.id] = lease_state(held, status["status"] if status else None)
         return states
+
+    def release(self, worker_id: str, leases: Sequence[Lease]) -> set[str]:
+        now = _now()
+        released = set()
+        with self._tx() as db:
+            for lease in leases:
+                params = {"id": lease.id, "attempt": lease.attempt, "worker": worker_id, "now": now}
+                if db.execute(Q["release"], params).fetchone():
+                    released.add(lease.id)
+                    data = {"worker_id": worker_id, "attempt": lease.attempt}
+                    _event(db, lease.id, EventType.RELEASED, data, now)
+        return released
+
+    def next_due(self, types: Sequence[str], prefixes: Sequence[str]) -> datetime | None:
+        params = {"types": codec.encode(list(types)), "prefixes": codec.encode(list(prefixes))}
+        return parse_time(self._rows("next_due", params)[0]["due"])
 
     def register(self, names: Sequence[str]) -> None:
         now = _now()

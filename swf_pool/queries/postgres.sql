@@ -136,38 +136,67 @@ WITH expired AS (
 SELECT id, type, payload, attempt, max_attempts, created_at
 FROM claimed ORDER BY priority, created_at;
 
--- start --
-INSERT INTO workflow_event (workflow_id, event_type, data)
-SELECT id, 'started', jsonb_build_object('worker_id', %(worker)s::text)
-FROM unnest(%(ids)s::uuid[]) AS id;
-
 -- complete --
--- Fenced: an outcome applies only while this worker still holds this attempt's lease.
+-- One flush: the outcomes of finished attempts and the `started` events of attempts begun since
+-- the last flush. Fenced: nothing applies unless this worker still holds that attempt's lease.
 WITH outcome AS (
-    SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(statuses)s::text[],
-                         %(results)s::text[], %(errors)s::text[], %(retry_ats)s::timestamptz[])
-         AS o (id, attempt, status, result, error, retry_at)
+    SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb)
+         AS o (id uuid, attempt int, status text, result jsonb, error text, retry_at timestamptz)
+), started AS (
+    SELECT * FROM jsonb_to_recordset(%(started)s::jsonb)
+         AS s (id uuid, attempt int, at timestamptz)
 ), done AS (
     UPDATE workflow_run r
-    SET status = o.status, result = o.result::jsonb, last_error = coalesce(o.error, r.last_error),
+    SET status = o.status, result = o.result, last_error = coalesce(o.error, r.last_error),
         run_at = coalesce(o.retry_at, r.run_at), lease_until = NULL, updated_at = now()
     FROM outcome o
     WHERE r.id = o.id AND r.status = 'leased' AND r.leased_by = %(worker)s
       AND r.attempt = o.attempt
     RETURNING r.id, o.status, o.attempt, o.error
 ), events AS (
-    INSERT INTO workflow_event (workflow_id, event_type, data)
-    SELECT id, CASE status WHEN 'pending' THEN 'retried' ELSE status END,
-           CASE WHEN status <> 'succeeded'
-                THEN jsonb_build_object('attempt', attempt, 'error', error) END
-    FROM done WHERE %(audit_full)s OR status <> 'succeeded'
+    INSERT INTO workflow_event (workflow_id, event_type, data, created_at)
+    SELECT id, event_type, data, at FROM (
+        SELECT s.id, 'started' AS event_type, jsonb_build_object('worker_id', %(worker)s::text)
+               AS data, s.at, 0 AS step
+        FROM started s JOIN workflow_run r ON r.id = s.id
+        WHERE %(audit_full)s AND r.status = 'leased' AND r.leased_by = %(worker)s
+          AND r.attempt = s.attempt
+        UNION ALL
+        SELECT id, CASE status WHEN 'pending' THEN 'retried' ELSE status END,
+               CASE WHEN status <> 'succeeded'
+                    THEN jsonb_build_object('attempt', attempt, 'error', error) END,
+               now(), 1
+        FROM done WHERE %(audit_full)s OR status <> 'succeeded'
+    ) e ORDER BY step
 )
 SELECT id FROM done;
+
+-- release --
+-- Give back runs that were claimed but never started: pending again, the attempt not spent.
+WITH released AS (
+    UPDATE workflow_run r
+    SET status = 'pending', attempt = r.attempt - 1, leased_by = NULL, lease_until = NULL,
+        updated_at = now()
+    FROM jsonb_to_recordset(%(leases)s::jsonb) AS l (id uuid, attempt int)
+    WHERE r.id = l.id AND r.status = 'leased' AND r.leased_by = %(worker)s
+      AND r.attempt = l.attempt
+    RETURNING r.id, l.attempt
+), events AS (
+    INSERT INTO workflow_event (workflow_id, event_type, data)
+    SELECT id, 'released', jsonb_build_object('worker_id', %(worker)s::text, 'attempt', attempt)
+    FROM released
+)
+SELECT id FROM released;
+
+-- next_due --
+SELECT min(run_at) AS due FROM workflow_run
+WHERE status = 'pending' AND deleted_at IS NULL
+  AND (type = ANY(%(types)s::text[]) OR type LIKE ANY(%(prefixes)s::text[]));
 
 -- heartbeat --
 -- Extend the leases this worker still holds; report every run's status in the same trip.
 WITH held AS (
-    SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS h (id, attempt)
+    SELECT * FROM jsonb_to_recordset(%(leases)s::jsonb) AS h (id uuid, attempt int)
 ), extended AS (
     UPDATE workflow_run r
     SET lease_until = now() + make_interval(secs => %(extend)s), updated_at = now()

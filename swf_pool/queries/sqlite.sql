@@ -100,6 +100,24 @@ SET status = :status, result = :result, last_error = coalesce(:error, last_error
 WHERE id = :id AND status = 'leased' AND leased_by = :worker AND attempt = :attempt
 RETURNING id;
 
+-- holds --
+SELECT 1 FROM workflow_run
+WHERE id = :id AND status = 'leased' AND leased_by = :worker AND attempt = :attempt;
+
+-- release --
+UPDATE workflow_run
+SET status = 'pending', attempt = attempt - 1, leased_by = NULL, lease_until = NULL,
+    updated_at = :now
+WHERE id = :id AND status = 'leased' AND leased_by = :worker AND attempt = :attempt
+RETURNING id;
+
+-- next_due --
+SELECT min(run_at) AS due FROM workflow_run
+WHERE status = 'pending' AND deleted_at IS NULL
+  AND (workflow_run.type IN (SELECT value FROM json_each(:types))
+       OR EXISTS (SELECT 1 FROM json_each(:prefixes) p
+                  WHERE workflow_run.type LIKE p.value ESCAPE '\'));
+
 -- extend --
 UPDATE workflow_run SET lease_until = :lease_until, updated_at = :now
 WHERE id = :id AND status = 'leased' AND leased_by = :worker AND attempt = :attempt

@@ -1,6 +1,6 @@
 -- swf-pool's additions, all additive: the partial indexes that keep every hot-path query off
--- finished rows, the lease_expired event, and a NOTIFY on insert that wakes idle workers
--- (the Go library's inserts included).
+-- finished rows, the lease_expired and released events, and a NOTIFY on insert that wakes idle
+-- workers (the Go library's inserts included).
 
 -- +goose Up
 -- Runnable runs in claim order; finished rows are not in the index at all.
@@ -15,7 +15,7 @@ CREATE INDEX IF NOT EXISTS swf_run_type_created_idx ON workflow_run (type, creat
 ALTER TABLE workflow_event DROP CONSTRAINT IF EXISTS workflow_event_event_type_check;
 ALTER TABLE workflow_event ADD CONSTRAINT workflow_event_event_type_check
     CHECK (event_type IN ('created', 'leased', 'started', 'heartbeat', 'succeeded', 'failed',
-                          'retried', 'cancelled', 'lease_expired'));
+                          'retried', 'cancelled', 'lease_expired', 'released'));
 
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION swf_notify_runs() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -35,7 +35,7 @@ CREATE TRIGGER swf_notify_runs AFTER INSERT ON workflow_run
 -- +goose Down
 DROP TRIGGER IF EXISTS swf_notify_runs ON workflow_run;
 DROP FUNCTION IF EXISTS swf_notify_runs();
-DELETE FROM workflow_event WHERE event_type = 'lease_expired';
+DELETE FROM workflow_event WHERE event_type IN ('lease_expired', 'released');
 ALTER TABLE workflow_event DROP CONSTRAINT IF EXISTS workflow_event_event_type_check;
 ALTER TABLE workflow_event ADD CONSTRAINT workflow_event_event_type_check
     CHECK (event_type IN ('created', 'leased', 'started', 'heartbeat', 'succeeded', 'failed',

@@ -1,0 +1,581 @@
+"""The coordinator: the pool's main loop.
+
+    claim a batch (one statement) ──> executor (processes | threads | inline)
+          ^                                   │ results
+          │ NOTIFY / poll                     v
+    listener thread              buffer ──> flush (one fenced statement: outcomes + events)
+                                 heartbeat thread: renew all leases (one statement, every lease/3)
+
+Each loop iteration (`tick`) waits for results (or a wake-up), records them, kills runs past
+their timeout, flushes when the buffer is full or old enough, and claims when there is room.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from .backends import Backend
+from .client import Client
+from .dsn import PostgresTarget
+from .errors import ConfigError, DatabaseError
+from .executors import Executor, InlineExecutor, ProcessExecutor, ThreadExecutor, Waker
+from .handlers import Registry, like_patterns, load_registry
+from .heartbeat import Heartbeat
+from .listener import Listener
+from .models import (
+    DEFAULT_LEASE_SECONDS,
+    Audit,
+    Lease,
+    LeaseState,
+    Outcome,
+    Started,
+    Status,
+)
+from .retry import DEFAULT_POLICY, after_failure
+from .worker import SKIPPED, Result, Task
+
+log = logging.getLogger("swf_pool.pool")
+
+DEFAULT_BATCH_SIZE = 100
+DEFAULT_POLL_SECONDS = 2.0
+DEFAULT_SHUTDOWN_GRACE_SECONDS = 30.0
+DEFAULT_FLUSH_SECONDS = 0.02  # outcomes wait at most this long for company in one statement
+DEFAULT_LOG_SECONDS = 10.0
+EXECUTORS = ("process", "thread", "inline")
+BACKOFF_MAX_SECONDS = 5.0
+
+
+def default_worker_id() -> str:
+    """`hostname-pid`, as in the Go library."""
+    import socket
+
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass
+class PoolStats:
+    """What a pool did; printed as its exit summary."""
+
+    claimed: int = 0
+    succeeded: int = 0
+    retried: int = 0
+    failed: int = 0
+    discarded: int = 0  # outcomes not written: the run was cancelled or its lease lost
+    released: int = 0
+    timed_out: int = 0
+    claims: int = 0
+    flushes: int = 0
+    db_errors: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+    def summary(self) -> str:
+        elapsed = max(time.monotonic() - self.started_at, 1e-9)
+        done = self.succeeded + self.retried + self.failed
+        return (
+            f"{done} attempts in {elapsed:.1f}s ({done / elapsed:.0f}/s): "
+            f"{self.succeeded} succeeded, {self.retried} retried, {self.failed} failed, "
+            f"{self.discarded} discarded, {self.released} released, {self.timed_out} timed out; "
+            f"{self.claims} claims, {self.flushes} flushes"
+        )
+
+
+class Pool:
+    """Claims runs in batches and executes them with `processes` workers.
+
+    `client`: a `Client` or a connection string. `app`: a `Registry`, or `"module:attr"`
+    naming one (needed for the `process` executor with the spawn/forkserver start methods,
+    which import it in each worker process).
+    """
+
+    def __init__(
+        self,
+        client: Client | str,
+        app: Registry | str,
+        *,
+        processes: int | None = None,
+        executor: str = "process",
+        worker_id: str | None = None,
+        types: Sequence[str] | None = None,
+        prefixes: Sequence[str] = (),
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        prefetch: int | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        poll_interval: float = DEFAULT_POLL_SECONDS,
+        timeout: float | None = None,
+        max_tasks_per_child: int | None = None,
+        shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE_SECONDS,
+        audit: Audit | str = Audit.FULL,
+        flush_interval: float = DEFAULT_FLUSH_SECONDS,
+        heartbeat_interval: float | None = None,
+        log_interval: float = DEFAULT_LOG_SECONDS,
+        start_method: str | None = None,
+        listen: bool = True,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.registry = load_registry(app) if isinstance(app, str) else app
+        self.app = app
+        self.processes = processes or os.cpu_count() or 1
+        _check_positive(
+            processes=self.processes,
+            batch_size=batch_size,
+            lease_seconds=lease_seconds,
+            poll_interval=poll_interval,
+            flush_interval=flush_interval,
+            log_interval=log_interval,
+        )
+        _check_positive(
+            timeout=timeout,
+            max_tasks_per_child=max_tasks_per_child,
+            heartbeat_interval=heartbeat_interval,
+            allow_none=True,
+        )
+        if shutdown_grace < 0 or (prefetch is not None and prefetch < 0):
+            raise ConfigError("shutdown_grace and prefetch must not be negative")
+        if executor not in EXECUTORS:
+            raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+        if executor == "inline":
+            self.processes = 1
+        self.executor_kind = executor
+        self.worker_id = worker_id or default_worker_id()
+        self.prefixes = like_patterns(prefixes)
+        self.types = self._served_types(types)
+        self.batch_size = batch_size
+        self.prefetch = prefetch if prefetch is not None else self.processes
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.max_tasks_per_child = max_tasks_per_child
+        self.shutdown_grace = shutdown_grace
+        self.audit = Audit(audit)
+        self.flush_interval = flush_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.log_interval = log_interval
+        self.start_method = start_method
+        self.listen = listen
+        self.rand = rand
+        self._owns_client = isinstance(client, str)
+        self.client = Client(client) if isinstance(client, str) else client
+        self.backend: Backend = self.client.backend
+        self.stats = PoolStats()
+
+        self.lock = threading.Lock()  # guards what the heartbeat thread reads and writes
+        self.inflight: dict[int, Task] = {}  # claimed, not yet finished
+        self.buffered: dict[int, Outcome] = {}  # finished, waiting for the flush
+        self.doomed: dict[int, LeaseState] = {}  # cancelled or lost: discard their results
+        self.seq_by_id: dict[str, int] = {}
+        self.pending: deque[Task] = deque()  # claimed, not yet handed to the executor
+        self.started: list[Started] = []
+        self.marked: set[int] = set()  # seqs whose `started` event is written or buffered
+        self.newly_doomed: list[int] = []
+        self.waker = Waker()
+        self.next_seq = 1
+        self.wanted = True  # claim as soon as there is room
+        self.next_poll = 0.0
+        self.backoff = 0.0
+        self.oldest_buffered = 0.0
+        self.stopping = False
+        self.executor: Executor | None = None
+
+    def _served_types(self, types: Sequence[str] | None) -> list[str]:
+        if self.prefixes:
+            return list(types or [])
+        if types is None:
+            return self.registry.types
+        unknown = sorted(set(types) - set(self.registry.types))
+        if unknown:
+            raise ConfigError(f"no handler for the requested type(s): {', '.join(unknown)}")
+        return list(types)
+
+    # -- running ------------------------------------------------------------------------------
+
+    def drain(self) -> PoolStats:
+        """Execute runs until none is runnable, then return."""
+        return self.run(drain=True)
+
+    def run(self, stop: threading.Event | None = None, *, drain: bool = False) -> PoolStats:
+        """Work until `stop` is set or `request_stop()` is called (or, with `drain`, until
+        nothing runnable is left); then shut down gracefully and return the statistics."""
+        self.backend.register(self.registry.types)
+        with ExitStack() as stack:
+            stack.callback(self.waker.close)
+            self.executor = self._make_executor()
+            stack.enter_context(
+                Heartbeat(
+                    self.backend,
+                    self.worker_id,
+                    self.lease_seconds,
+                    leases=self._leases,
+                    report=self._report,
+                    interval=self.heartbeat_interval,
+                )
+            )
+            target = getattr(self.backend, "target", None)
+            if self.listen and isinstance(target, PostgresTarget):
+                listener = stack.enter_context(Listener(target, self._notified))
+                listener.ready.wait(5)
+            last_log = time.monotonic()
+            while not self.stopping:
+                if stop is not None and stop.is_set():
+                    break
+                idle = self.tick()
+                if drain and idle:
+                    break
+                if time.monotonic() - last_log >= self.log_interval:
+                    last_log = time.monotonic()
+                    self._log_progress()
+            self._shutdown()
+        if self._owns_client:
+            self.client.close()
+        log.info("pool %s stopped: %s", self.worker_id, self.stats.summary())
+        return self.stats
+
+    def request_stop(self) -> None:
+        """Stop claiming and shut down gracefully (safe from signal handlers and threads)."""
+        self.stopping = True
+        self.waker.wake()
+
+    def abort(self) -> None:
+        """Exit at once: kill the worker processes; leases will expire normally."""
+        if isinstance(self.executor, ProcessExecutor):
+            for child in self.executor.children:
+                if child.process.pid:
+                    os.kill(child.process.pid, 9)
+        os._exit(130)
+
+    def tick(self) -> bool:
+        """One iteration; True when idle (nothing in flight and nothing to claim)."""
+        assert self.executor is not None
+        self._apply_doomed()
+        for result in self.executor.wait(self._wait_seconds()):
+            self._record(result)
+        now = time.monotonic()
+        self._enforce_timeouts(now)
+        if self.buffered and (
+            len(self.buffered) >= self.batch_size
+            or now - self.oldest_buffered >= self.flush_interval
+            or not self.inflight_active()
+        ):
+            self._flush()
+        if not self.stopping:
+            self._claim(now)
+        self._dispatch()
+        return not self.inflight and not self.buffered and not self.wanted
+
+    def inflight_active(self) -> int:
+        return len(self.inflight) - len(self.buffered)
+
+    def _wait_seconds(self) -> float:
+        now = time.monotonic()
+        deadlines = [self.next_poll]
+        if self.buffered:
+            deadlines.append(self.oldest_buffered + self.flush_interval)
+        if self.timeout or any(h.timeout for h in self.registry.handlers()):
+            deadlines.append(now + 0.1)
+        room = self._room() >= self._claim_threshold()
+        if self.wanted and room and not self.backoff:
+            return 0.0
+        return max(0.0, min(deadlines) - now)
+
+    # -- claiming -----------------------------------------------------------------------------
+
+    def _room(self) -> int:
+        return self.processes + self.prefetch - self.inflight_active()
+
+    def _claim_threshold(self) -> int:
+        capacity = self.processes + self.prefetch
+        return max(1, min(self.batch_size, capacity) // 2)
+
+    def _claim(self, now: float) -> None:
+        room = self._room()
+        if room < self._claim_threshold() or (not self.wanted and now < self.next_poll):
+            return
+        if self.backoff and now < self.next_poll:
+            return
+        limit = min(room, self.batch_size)
+        try:
+            batch = self.backend.claim(
+                self.worker_id,
+                self.types,
+                self.prefixes,
+                limit,
+                lease_seconds=self.lease_seconds,
+                audit_full=self.audit is Audit.FULL,
+            )
+        except DatabaseError as exc:
+            self._db_failed("claim", exc, now)
+            return
+        self.backoff = 0.0
+        self.stats.claims += 1
+        self.stats.claimed += len(batch)
+        with self.lock:
+            for run in batch:
+                task = Task(self.next_seq, run)
+                self.next_seq += 1
+                self.inflight[task.seq] = task
+                self.seq_by_id[run.id] = task.seq
+                self.pending.append(task)
+        self.wanted = len(batch) == limit
+        if not self.wanted:
+            self.next_poll = now + self.poll_interval
+            self._sleep_until_due(now)
+
+    def _sleep_until_due(self, now: float) -> None:
+        """Idle: wake for the earliest delayed run of ours, if it is due before the next poll."""
+        try:
+            due = self.backend.next_due(self.types, self.prefixes)
+        except DatabaseError:
+            return
+        if due is not None:
+            wait = (due - datetime.now(UTC)).total_seconds()
+            self.next_poll = min(self.next_poll, now + max(0.0, wait) + 0.001)
+
+    def _notified(self) -> None:
+        self.wanted = True
+        self.waker.wake()
+
+    def _dispatch(self) -> None:
+        assert self.executor is not None
+        free = self.executor.free()
+        if free and self.pending:
+            tasks = [self.pending.popleft() for _ in range(min(free, len(self.pending)))]
+            self.executor.dispatch(tasks)
+
+    # -- results and flushing -----------------------------------------------------------------
+
+    def _record(self, result: Result) -> None:
+        task = self.inflight.get(result.seq)
+        if task is None or result.seq in self.buffered:
+            return
+        run = task.run
+        doomed = self.doomed.get(result.seq)
+        if doomed is not None or result.value == SKIPPED:
+            self.stats.discarded += 1
+            self._forget(result.seq)
+            log.info(
+                "discarded the outcome of %s attempt %d: %s",
+                run.id,
+                run.attempt,
+                doomed.value if doomed else "cancelled",
+            )
+            return
+        if result.started and result.seq not in self.marked:
+            self.marked.add(result.seq)
+            self.started.append(Started(run.id, run.attempt, _wall(result.started)))
+        if result.ok:
+            outcome = Outcome(run.id, run.attempt, Status.SUCCEEDED, result=result.value)
+        else:
+            handler = self.registry.get(run.type)
+            policy = handler.retry if handler else DEFAULT_POLICY
+            outcome = after_failure(
+                run,
+                result.value or "error",
+                policy,
+                permanent=result.permanent,
+                rand=self.rand(),
+                now=datetime.now(UTC),
+            )
+        if not self.buffered:
+            self.oldest_buffered = time.monotonic()
+        with self.lock:
+            self.buffered[result.seq] = outcome
+
+    def _flush(self) -> None:
+        assert self.executor is not None
+        now = time.time()
+        mono = time.monotonic()
+        for seq, begun in self.executor.running().items():
+            task = self.inflight.get(seq)
+            if task and seq not in self.marked:
+                self.marked.add(seq)
+                self.started.append(
+                    Started(task.run.id, task.run.attempt, _wall(now - (mono - begun)))
+                )
+        outcomes = list(self.buffered.values())
+        try:
+            applied = self.backend.complete(
+                self.worker_id, outcomes, self.started, self.audit is Audit.FULL
+            )
+        except DatabaseError as exc:
+            self._db_failed("flush", exc, mono)
+            return
+        self.stats.flushes += 1
+        self.started = []
+        for seq, outcome in list(self.buffered.items()):
+            if outcome.id not in applied:
+                self.stats.discarded += 1
+                log.info(
+                    "discarded the outcome of %s attempt %d: lease no longer held "
+                    "(cancelled or expired)",
+                    outcome.id,
+                    outcome.attempt,
+                )
+            elif outcome.status is Status.SUCCEEDED:
+                self.stats.succeeded += 1
+            elif outcome.status is Status.PENDING:
+                self.stats.retried += 1
+                self.wanted = True  # the retry may be due already
+            else:
+                self.stats.failed += 1
+            self._forget(seq)
+
+    def _forget(self, seq: int) -> None:
+        with self.lock:
+            task = self.inflight.pop(seq, None)
+            self.buffered.pop(seq, None)
+            self.doomed.pop(seq, None)
+            self.marked.discard(seq)
+            if task is not None:
+                self.seq_by_id.pop(task.run.id, None)
+
+    def _db_failed(self, what: str, exc: DatabaseError, now: float) -> None:
+        self.stats.db_errors += 1
+        self.backoff = min(max(self.backoff * 2, 0.1), BACKOFF_MAX_SECONDS)
+        self.next_poll = now + self.backoff
+        log.warning("%s failed (retrying in %.1fs): %s", what, self.backoff, exc)
+
+    # -- leases: heartbeat, cancellation, timeouts --------------------------------------------
+
+    def _leases(self) -> list[Lease]:
+        with self.lock:
+            return [Lease(t.run.id, t.run.attempt) for t in self.inflight.values()]
+
+    def _report(self, states: dict[str, LeaseState]) -> None:
+        """From the heartbeat thread: these runs are cancelled or no longer ours."""
+        with self.lock:
+            for run_id, state in states.items():
+                seq = self.seq_by_id.get(run_id)
+                if seq is not None and seq not in self.doomed:
+                    self.doomed[seq] = state
+                    self.newly_doomed.append(seq)
+        self.waker.wake()
+
+    def _apply_doomed(self) -> None:
+        assert self.executor is not None
+        with self.lock:
+            seqs, self.newly_doomed = self.newly_doomed, []
+        for seq in seqs:
+            waiting = [t for t in self.pending if t.seq == seq]
+            for task in waiting:
+                self.pending.remove(task)
+                self._record(Result(seq, False, SKIPPED))
+            if not waiting:
+                self.executor.cancel(seq)
+
+    def is_cancelled(self, seq: int) -> bool:
+        with self.lock:
+            return seq in self.doomed
+
+    def extend_lease(self, seq: int, seconds: float) -> LeaseState:
+        """A handler's `run.heartbeat(seconds)`: extend now and record the event."""
+        task = self.inflight.get(seq)
+        if task is None:
+            return LeaseState.LOST
+        lease = Lease(task.run.id, task.run.attempt)
+        try:
+            state = self.backend.heartbeat(self.worker_id, [lease], seconds, True)[lease.id]
+        except DatabaseError as exc:
+            log.warning("heartbeat for %s failed: %s", lease.id, exc)
+            return LeaseState.HELD
+        if state is not LeaseState.HELD:
+            self._report({lease.id: state})
+        return state
+
+    def _enforce_timeouts(self, now: float) -> None:
+        assert self.executor is not None
+        for seq, begun in self.executor.running().items():
+            task = self.inflight.get(seq)
+            if task is None:
+                continue
+            handler = self.registry.get(task.run.type)
+            limit = (handler.timeout if handler else None) or self.timeout
+            if limit and now - begun > limit:
+                self.stats.timed_out += 1
+                self.executor.kill(
+                    seq,
+                    f"Timeout: the run exceeded its timeout of {limit:g}s; "
+                    "its worker process was killed",
+                )
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def _make_executor(self) -> Executor:
+        if self.executor_kind == "inline":
+            return InlineExecutor(self.registry, self, self.waker)
+        if self.executor_kind == "thread":
+            return ThreadExecutor(self.registry, self, self.waker, self.processes)
+        per_process = 1 + -(-self.prefetch // self.processes)
+        return ProcessExecutor(
+            self.app,
+            self,
+            self.waker,
+            self.processes,
+            per_process,
+            self.max_tasks_per_child,
+            self.start_method,
+        )
+
+    def _shutdown(self) -> None:
+        """Release what never started, let running runs finish, flush everything."""
+        assert self.executor is not None
+        self.stopping = True
+        self._release(list(self.pending) + self.executor.take_unstarted())
+        self.pending.clear()
+        for result in self.executor.close(self.shutdown_grace):
+            self._record(result)
+        self._release(self.executor.take_unstarted())
+        deadline = time.monotonic() + max(self.shutdown_grace, 1.0)
+        while self.buffered and time.monotonic() < deadline:
+            self._flush()
+            if self.buffered:
+                time.sleep(min(self.backoff or 0.1, 1.0))
+        if self.buffered:
+            log.error(
+                "could not flush %d outcome(s) before exit; their leases will expire",
+                len(self.buffered),
+            )
+
+    def _release(self, tasks: list[Task]) -> None:
+        if not tasks:
+            return
+        leases = [Lease(t.run.id, t.run.attempt) for t in tasks]
+        try:
+            released = self.backend.release(self.worker_id, leases)
+        except DatabaseError as exc:
+            log.warning(
+                "could not release %d unstarted run(s); their leases will expire: %s",
+                len(tasks),
+                exc,
+            )
+            return
+        self.stats.released += len(released)
+        for task in tasks:
+            self._forget(task.seq)
+
+    def _log_progress(self) -> None:
+        log.info(
+            "%s | in flight %d, pending %d",
+            self.stats.summary(),
+            self.inflight_active(),
+            len(self.pending),
+        )
+
+
+def _wall(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _check_positive(allow_none: bool = False, **values: float | None) -> None:
+    for name, value in values.items():
+        if value is None and allow_none:
+            continue
+        if value is None or value <= 0:
+            raise ConfigError(f"{name} must be > 0, got {value}")

@@ -1,0 +1,448 @@
+"""Executors: where the coordinator's tasks run.
+
+`process` (default): supervised worker processes, for CPU-bound handlers. `thread`: a thread
+pool, for I/O-bound handlers. `inline`: in the coordinator's own thread, for debugging and tests.
+All three take tasks with `dispatch()`, report `Result`s from `wait()`, and route a handler's
+`run.heartbeat()` / `run.is_cancelled()` to the coordinator (`Control`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from multiprocessing.connection import wait as wait_any
+from typing import Any, Protocol
+
+from .handlers import Registry, Run
+from .models import LeaseState
+from .worker import SKIPPED, STOP, Result, Slot, Task, child_main, execute
+
+log = logging.getLogger("swf_pool.executors")
+
+SMALL_MESSAGE_BYTES = 16 * 1024  # below this a send never blocks on a busy worker's pipe
+
+
+class Control(Protocol):
+    """What executors need from the coordinator."""
+
+    worker_id: str
+
+    def extend_lease(self, seq: int, seconds: float) -> LeaseState: ...
+    def is_cancelled(self, seq: int) -> bool: ...
+
+
+class Executor(Protocol):
+    def free(self) -> int:
+        """How many more tasks it takes now."""
+        ...
+
+    def dispatch(self, tasks: list[Task]) -> None: ...
+
+    def wait(self, timeout: float) -> list[Result]:
+        """Results so far; blocks up to `timeout` (or until woken) when there are none."""
+        ...
+
+    def running(self) -> dict[int, float]:
+        """seq -> time.monotonic() start of every task executing now."""
+        ...
+
+    def cancel(self, seq: int) -> None:
+        """Make `run.is_cancelled()` true for task `seq` (if it is running)."""
+        ...
+
+    def kill(self, seq: int, reason: str) -> None:
+        """Stop task `seq` now if possible (its result becomes a failure with `reason`)."""
+        ...
+
+    def take_unstarted(self) -> list[Task]:
+        """Remove and return the tasks not started yet."""
+        ...
+
+    def close(self, grace: float) -> list[Result]:
+        """Let running tasks finish within `grace` seconds; results of those that did."""
+        ...
+
+
+class Waker:
+    """A self-pipe: other threads wake the coordinator out of `wait()`."""
+
+    def __init__(self) -> None:
+        self._read, self._write = socket.socketpair()
+        self._read.setblocking(False)
+        self._write.setblocking(False)
+
+    def wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # already full of wake-ups: one is enough
+            self._write.send(b"x")
+
+    def wait(self, objects: list[Any], timeout: float) -> list[Any]:
+        """Wait until one of `objects` is ready, we are woken, or `timeout` passes."""
+        ready = wait_any([*objects, self._read], timeout)
+        if self._read in ready:
+            ready.remove(self._read)
+            try:
+                while self._read.recv(4096):
+                    pass
+            except BlockingIOError:
+                pass
+        return ready
+
+    def close(self) -> None:
+        self._read.close()
+        self._write.close()
+
+
+class _LocalRun:
+    """`LeaseControl` for handlers in the coordinator's process (inline and thread)."""
+
+    def __init__(self, control: Control, seq: int) -> None:
+        self.control = control
+        self.seq = seq
+
+    def extend_lease(self, run: Run, seconds: float) -> LeaseState:
+        return self.control.extend_lease(self.seq, seconds)
+
+    def lease_state(self, run: Run) -> LeaseState:
+        cancelled = self.control.is_cancelled(self.seq)
+        return LeaseState.CANCELLED if cancelled else LeaseState.HELD
+
+
+class InlineExecutor:
+    """Runs one task per `wait()`, in the calling thread."""
+
+    def __init__(self, registry: Registry, control: Control, waker: Waker) -> None:
+        self.registry, self.control, self.waker = registry, control, waker
+        self.queue: deque[Task] = deque()
+        self.current: tuple[int, float] | None = None
+
+    def free(self) -> int:
+        return 0 if self.queue else 1
+
+    def dispatch(self, tasks: list[Task]) -> None:
+        self.queue.extend(tasks)
+
+    def wait(self, timeout: float) -> list[Result]:
+        if not self.queue:
+            self.waker.wait([], timeout)
+            return []
+        task = self.queue.popleft()
+        if self.control.is_cancelled(task.seq):
+            return [Result(task.seq, False, SKIPPED)]
+        self.current = (task.seq, time.monotonic())
+        try:
+            control = _LocalRun(self.control, task.seq)
+            return [execute(self.registry, task, control, self.control.worker_id)]
+        finally:
+            self.current = None
+
+    def running(self) -> dict[int, float]:
+        return dict([self.current]) if self.current else {}
+
+    def cancel(self, seq: int) -> None:
+        pass  # the control knows; is_cancelled asks it
+
+    def kill(self, seq: int, reason: str) -> None:
+        pass  # cannot interrupt our own thread
+
+    def take_unstarted(self) -> list[Task]:
+        tasks = list(self.queue)
+        self.queue.clear()
+        return tasks
+
+    def close(self, grace: float) -> list[Result]:
+        return []
+
+
+class ThreadExecutor:
+    """A pool of threads in the coordinator's process, for I/O-bound handlers."""
+
+    def __init__(self, registry: Registry, control: Control, waker: Waker, threads: int) -> None:
+        self.registry, self.control, self.waker = registry, control, waker
+        self.size = threads
+        self.tasks: queue.Queue[Task | None] = queue.Queue()
+        self.results: queue.Queue[Result] = queue.Queue()
+        self.outstanding = 0
+        self.lock = threading.Lock()
+        self.active: dict[int, float] = {}
+        self.threads = [
+            threading.Thread(target=self._loop, name=f"swf-thread-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _loop(self) -> None:
+        while (task := self.tasks.get()) is not None:
+            if self.control.is_cancelled(task.seq):
+                result = Result(task.seq, False, SKIPPED)
+            else:
+                with self.lock:
+                    self.active[task.seq] = time.monotonic()
+                control = _LocalRun(self.control, task.seq)
+                result = execute(self.registry, task, control, self.control.worker_id)
+                with self.lock:
+                    del self.active[task.seq]
+            self.results.put(result)
+            self.waker.wake()
+
+    def free(self) -> int:
+        return max(0, 2 * self.size - self.outstanding)
+
+    def dispatch(self, tasks: list[Task]) -> None:
+        self.outstanding += len(tasks)
+        for task in tasks:
+            self.tasks.put(task)
+
+    def wait(self, timeout: float) -> list[Result]:
+        if self.results.empty():
+            self.waker.wait([], timeout)
+        out = []
+        while True:
+            try:
+                out.append(self.results.get_nowait())
+            except queue.Empty:
+                break
+        self.outstanding -= len(out)
+        return out
+
+    def running(self) -> dict[int, float]:
+        with self.lock:
+            return dict(self.active)
+
+    def cancel(self, seq: int) -> None:
+        pass
+
+    def kill(self, seq: int, reason: str) -> None:
+        pass  # threads cannot be killed; --timeout needs the process executor
+
+    def take_unstarted(self) -> list[Task]:
+        taken = []
+        while True:
+            try:
+                task = self.tasks.get_nowait()
+            except queue.Empty:
+                break
+            if task is not None:
+                taken.append(task)
+        self.outstanding -= len(taken)
+        return taken
+
+    def close(self, grace: float) -> list[Result]:
+        for _ in self.threads:
+            self.tasks.put(None)
+        deadline = time.monotonic() + grace
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return self.wait(0)
+
+
+class _Child:
+    """One worker process and what the coordinator sent it."""
+
+    def __init__(
+        self, context: Any, app: str | Registry, worker_id: str, max_tasks: int | None, index: int
+    ) -> None:
+        self.slot = Slot(context.Array("d", 3, lock=False))
+        self.conn, child_end = context.Pipe(duplex=True)
+        self.process = context.Process(
+            target=child_main,
+            name=f"swf-worker-{index}",
+            args=(child_end, app, worker_id, self.slot.array, max_tasks),
+            daemon=True,
+        )
+        self.process.start()
+        child_end.close()
+        self.sent: dict[int, Task] = {}  # seq -> task, until its result arrives
+
+    def send(self, tasks: list[Task]) -> None:
+        self.conn.send_bytes(pickle.dumps(tasks, protocol=pickle.HIGHEST_PROTOCOL))
+        for task in tasks:
+            self.sent[task.seq] = task
+
+
+class ProcessExecutor:
+    """Supervised worker processes: replaced when they die, are killed, or retire."""
+
+    def __init__(
+        self,
+        app: str | Registry,
+        control: Control,
+        waker: Waker,
+        processes: int,
+        per_process: int,
+        max_tasks: int | None,
+        start_method: str | None,
+    ) -> None:
+        self.app, self.control, self.waker = app, control, waker
+        self.size = processes
+        self.per_process = per_process
+        self.max_tasks = max_tasks
+        self.context = multiprocessing.get_context(start_method)
+        self.queue: deque[Task] = deque()
+        self.children: list[_Child] = []
+        self.spawned = 0
+        self.restarts = 0
+        self.lost: list[Result] = []  # failures of tasks whose process died or was killed
+        self.killing: dict[int, str] = {}  # seq -> reason, for tasks we are killing
+        self.stopping = False
+        for _ in range(processes):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        self.spawned += 1
+        self.children.append(
+            _Child(self.context, self.app, self.control.worker_id, self.max_tasks, self.spawned)
+        )
+
+    def free(self) -> int:
+        held = sum(len(c.sent) for c in self.children) + len(self.queue)
+        return max(0, self.size * self.per_process - held)
+
+    def dispatch(self, tasks: list[Task]) -> None:
+        self.queue.extend(tasks)
+        self._feed()
+
+    def _feed(self) -> None:
+        """Send queued tasks to the least busy processes, in small pickled chunks."""
+        for child in sorted(self.children, key=lambda c: len(c.sent)):
+            room = self.per_process - len(child.sent)
+            if room <= 0 or not self.queue or not child.process.is_alive():
+                continue
+            chunk = [self.queue.popleft() for _ in range(min(room, len(self.queue)))]
+            blob = pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL)
+            if child.sent and len(blob) > SMALL_MESSAGE_BYTES:
+                # a big message to a busy worker could block us: wait until it is idle
+                self.queue.extendleft(reversed(chunk))
+                continue
+            child.conn.send_bytes(blob)
+            for task in chunk:
+                child.sent[task.seq] = task
+
+    def wait(self, timeout: float) -> list[Result]:
+        results, self.lost = self.lost, []
+        conns = {c.conn: c for c in self.children}
+        sentinels = {c.process.sentinel: c for c in self.children}
+        ready = self.waker.wait([*conns, *sentinels], 0 if results else timeout)
+        for item in ready:
+            if item in conns:
+                results += self._receive(conns[item])
+        for item in ready:
+            if item in sentinels:
+                results += self._reap(sentinels[item])
+        if not self.stopping:
+            self._feed()
+        return results
+
+    def _receive(self, child: _Child) -> list[Result]:
+        results = []
+        try:
+            while child.conn.poll():
+                message = child.conn.recv()
+                if isinstance(message, Result):
+                    child.sent.pop(message.seq, None)
+                    results.append(message)
+                else:  # ("heartbeat", seq, seconds): answer at once, the handler waits
+                    _, seq, seconds = message
+                    state = self.control.extend_lease(seq, seconds)
+                    child.conn.send(("lease", state.value))
+        except (EOFError, OSError):
+            pass  # the process died; its sentinel tells the rest
+        return results
+
+    def _reap(self, child: _Child) -> list[Result]:
+        """A process ended: account for its tasks and replace it (unless stopping)."""
+        results = self._receive(child)
+        child.process.join()
+        code = child.process.exitcode
+        running = child.slot.current
+        if running and running in child.sent:
+            reason = self.killing.pop(running, None) or _death(code)
+            del child.sent[running]
+            results.append(Result(running, False, reason))
+        self.queue.extendleft(reversed(list(child.sent.values())))  # never started
+        child.sent.clear()
+        child.conn.close()
+        self.children.remove(child)
+        if code != 0:
+            log.warning(
+                "worker process %s exited (%s); replacing it", child.process.name, _death(code)
+            )
+        if not self.stopping:
+            self.restarts += code != 0
+            self._spawn()
+        return results
+
+    def running(self) -> dict[int, float]:
+        out = {}
+        for child in self.children:
+            seq = child.slot.current
+            if seq:
+                out[seq] = child.slot.started
+        return out
+
+    def cancel(self, seq: int) -> None:
+        for task in [t for t in self.queue if t.seq == seq]:
+            self.queue.remove(task)
+            self.lost.append(Result(seq, False, SKIPPED))
+        for child in self.children:
+            if seq in child.sent:
+                child.slot.cancel(seq)  # seen at once by run.is_cancelled()
+                child.conn.send(("cancel", seq))  # skipped if it has not started
+
+    def kill(self, seq: int, reason: str) -> None:
+        for child in self.children:
+            if child.slot.current == seq and seq not in self.killing:
+                self.killing[seq] = reason
+                _kill(child.process.pid)
+
+    def take_unstarted(self) -> list[Task]:
+        taken = list(self.queue)
+        self.queue.clear()
+        return taken
+
+    def close(self, grace: float) -> list[Result]:
+        """Stop every process after its current task; kill what outlives `grace`."""
+        self.stopping = True
+        results: list[Result] = []
+        for child in self.children:
+            with contextlib.suppress(OSError):
+                child.conn.send(STOP)
+        deadline = time.monotonic() + grace
+        while self.children and time.monotonic() < deadline:
+            results += self.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+        for child in list(self.children):
+            running = child.slot.current
+            if running:
+                self.killing[running] = (
+                    f"WorkerShutdown: the pool stopped before the run finished "
+                    f"(shutdown grace {grace:g}s)"
+                )
+            _kill(child.process.pid)
+            results += self._reap(child)
+        return results
+
+
+def _kill(pid: int | None) -> None:
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _death(code: int | None) -> str:
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        return f"WorkerDied: the worker process was killed by {name} while running this run"
+    return f"WorkerDied: the worker process exited with status {code} while running this run"
+
+
+ExecutorFactory = Callable[[Control, Waker], Executor]

@@ -1,0 +1,67 @@
+"""The heartbeat thread: renews every in-flight lease in one statement, every lease/3.
+
+The same round trip reports which runs were cancelled or lost (expired and re-claimed), so the
+coordinator can tell their handlers and discard their results.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+from .backends import Backend
+from .errors import DatabaseError
+from .models import Lease, LeaseState
+
+log = logging.getLogger("swf_pool.heartbeat")
+
+
+class Heartbeat:
+    def __init__(
+        self,
+        backend: Backend,
+        worker_id: str,
+        lease_seconds: float,
+        leases: Callable[[], Sequence[Lease]],
+        report: Callable[[dict[str, LeaseState]], None],
+        interval: float | None = None,
+    ) -> None:
+        self.backend = backend
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
+        self.interval = interval if interval is not None else lease_seconds / 3
+        self.leases = leases
+        self.report = report
+        self.beats = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="swf-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.beat()
+
+    def beat(self) -> None:
+        """Renew all leases now (one statement) and report the ones no longer held."""
+        leases = self.leases()
+        if not leases:
+            return
+        try:
+            states = self.backend.heartbeat(self.worker_id, leases, self.lease_seconds, False)
+        except DatabaseError as exc:
+            log.warning("heartbeat failed (will retry in %.1fs): %s", self.interval, exc)
+            return
+        self.beats += 1
+        gone: dict[str, LeaseState] = {
+            run_id: state for run_id, state in states.items() if state is not LeaseState.HELD
+        }
+        if gone:
+            self.report(gone)

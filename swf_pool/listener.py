@@ -1,0 +1,60 @@
+"""LISTEN for the NOTIFY that every insert into workflow_run sends (PostgreSQL only).
+
+A burst of notifications sets one flag and wakes the coordinator once; it then claims once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import psycopg
+from psycopg import sql
+
+from .backends.postgres import notify_channel
+from .dsn import PostgresTarget
+
+log = logging.getLogger("swf_pool.listener")
+
+RECONNECT_MAX_SECONDS = 5.0
+
+
+class Listener:
+    def __init__(self, target: PostgresTarget, on_notify: Callable[[], None]) -> None:
+        self.target = target
+        self.on_notify = on_notify
+        self.ready = threading.Event()  # set once LISTEN is in place
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="swf-listener", daemon=True)
+
+    def __enter__(self) -> Listener:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        delay = 0.1
+        while not self._stop.is_set():
+            try:
+                self._listen()
+                delay = 0.1
+            except psycopg.Error as exc:
+                self.ready.clear()
+                log.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+
+    def _listen(self) -> None:
+        with psycopg.connect(self.target.conninfo, autocommit=True) as conn:
+            channel = sql.Identifier(notify_channel(self.target.schema))
+            conn.execute(sql.SQL("LISTEN {}").format(channel))
+            self.ready.set()
+            self.on_notify()  # anything inserted while we were not listening
+            while not self._stop.is_set():
+                # a short timeout so that stopping never waits long
+                if any(True for _ in conn.notifies(timeout=0.5)):
+                    self.on_notify()
