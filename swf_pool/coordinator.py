@@ -207,7 +207,9 @@ class Pool:
         self.backend.register(self.registry.types)
         with ExitStack() as stack:
             stack.callback(self.waker.close)
-            self.executor = self._make_executor()
+            if self._owns_client:
+                stack.callback(self.client.close)
+            self.executor = executor = self._make_executor()
             stack.enter_context(
                 Heartbeat(
                     self.backend,
@@ -222,21 +224,23 @@ class Pool:
             if self.listen and isinstance(target, PostgresTarget):
                 listener = stack.enter_context(Listener(target, self._notified))
                 listener.ready.wait(5)
-            last_log = time.monotonic()
-            while not self.stopping:
-                if stop is not None and stop.is_set():
-                    break
-                idle = self.tick()
-                if drain and idle:
-                    break
-                if time.monotonic() - last_log >= self.log_interval:
-                    last_log = time.monotonic()
-                    self._log_progress()
-            self._shutdown()
-        if self._owns_client:
-            self.client.close()
+            try:
+                self._loop(stop, drain)
+                self._shutdown()
+            except BaseException:
+                executor.terminate()  # nothing outlives us; leases expire normally
+                raise
         log.info("pool %s stopped: %s", self.worker_id, self.stats.summary())
         return self.stats
+
+    def _loop(self, stop: threading.Event | None, drain: bool) -> None:
+        last_log = time.monotonic()
+        while not self.stopping and not (stop is not None and stop.is_set()):
+            if self.tick() and drain:
+                return
+            if time.monotonic() - last_log >= self.log_interval:
+                last_log = time.monotonic()
+                self._log_progress()
 
     def request_stop(self) -> None:
         """Stop claiming and shut down gracefully (safe from signal handlers and threads)."""

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from multiprocessing.connection import wait as wait_any
 from typing import Any, Protocol
 
+from .errors import ConfigError
 from .handlers import Registry, Run
 from .models import LeaseState
 from .worker import SKIPPED, STOP, Result, Slot, Task, child_main, execute
@@ -70,6 +71,10 @@ class Executor(Protocol):
 
     def close(self, grace: float) -> list[Result]:
         """Let running tasks finish within `grace` seconds; results of those that did."""
+        ...
+
+    def terminate(self) -> None:
+        """Stop at once, after an error: nothing may outlive the pool."""
         ...
 
 
@@ -162,6 +167,9 @@ class InlineExecutor:
     def close(self, grace: float) -> list[Result]:
         return []
 
+    def terminate(self) -> None:
+        self.queue.clear()
+
 
 class ThreadExecutor:
     """A pool of threads in the coordinator's process, for I/O-bound handlers."""
@@ -245,6 +253,12 @@ class ThreadExecutor:
             thread.join(max(0.0, deadline - time.monotonic()))
         return self.wait(0)
 
+    def terminate(self) -> None:
+        """Threads cannot be killed: drop what has not started; running handlers finish."""
+        self.take_unstarted()
+        for _ in self.threads:
+            self.tasks.put(None)
+
 
 class _Child:
     """One worker process and what the coordinator sent it."""
@@ -287,7 +301,12 @@ class ProcessExecutor:
         self.size = processes
         self.per_process = per_process
         self.max_tasks = max_tasks
-        self.context = multiprocessing.get_context(start_method)
+        # A registry given by name is imported in clean processes forked from a server;
+        # an object can only be inherited by fork.
+        method = start_method or ("forkserver" if isinstance(app, str) else "fork")
+        self.context = multiprocessing.get_context(method)
+        if method == "forkserver":
+            self.context.set_forkserver_preload(["swf_pool.worker"])
         self.queue: deque[Task] = deque()
         self.children: list[_Child] = []
         self.spawned = 0
@@ -351,6 +370,8 @@ class ProcessExecutor:
                 if isinstance(message, Result):
                     child.sent.pop(message.seq, None)
                     results.append(message)
+                elif message[0] == "fatal":
+                    raise ConfigError(f"a worker process could not start: {message[1]}")
                 else:  # ("heartbeat", seq, seconds): answer at once, the handler waits
                     _, seq, seconds = message
                     state = self.control.extend_lease(seq, seconds)
@@ -409,6 +430,13 @@ class ProcessExecutor:
         taken = list(self.queue)
         self.queue.clear()
         return taken
+
+    def terminate(self) -> None:
+        """Kill every worker process now (after an error in the coordinator)."""
+        self.stopping = True
+        for child in self.children:
+            _kill(child.process.pid)
+            child.process.join()
 
     def close(self, grace: float) -> list[Result]:
         """Stop every process after its current task; kill what outlives `grace`."""

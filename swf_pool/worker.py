@@ -145,7 +145,11 @@ def child_main(
 ) -> None:
     """The loop of one worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
-    registry = load_registry(app) if isinstance(app, str) else app
+    try:
+        registry = load_registry(app) if isinstance(app, str) else app
+    except Exception as exc:  # tell the coordinator why, rather than die in a restart loop
+        conn.send(("fatal", describe_error(exc)))
+        return
     slot = Slot(slot_array)
     inbox: deque[Task] = deque()
     control = _ChildControl(conn, slot, inbox)

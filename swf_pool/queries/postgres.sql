@@ -139,10 +139,12 @@ FROM claimed ORDER BY priority, created_at;
 -- complete --
 -- One flush: the outcomes of finished attempts and the `started` events of attempts begun since
 -- the last flush. Fenced: nothing applies unless this worker still holds that attempt's lease.
-WITH outcome AS (
+-- `r.id = ANY(ARRAY(...))` pins every lookup to the primary key: a queue table's statistics
+-- are always stale, and a misestimate here would mean a scan of every finished row.
+WITH outcome AS MATERIALIZED (
     SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb)
          AS o (id uuid, attempt int, status text, result jsonb, error text, retry_at timestamptz)
-), started AS (
+), started AS MATERIALIZED (
     SELECT * FROM jsonb_to_recordset(%(started)s::jsonb)
          AS s (id uuid, attempt int, at timestamptz)
 ), done AS (
@@ -150,8 +152,8 @@ WITH outcome AS (
     SET status = o.status, result = o.result, last_error = coalesce(o.error, r.last_error),
         run_at = coalesce(o.retry_at, r.run_at), lease_until = NULL, updated_at = now()
     FROM outcome o
-    WHERE r.id = o.id AND r.status = 'leased' AND r.leased_by = %(worker)s
-      AND r.attempt = o.attempt
+    WHERE r.id = ANY(ARRAY(SELECT id FROM outcome)) AND r.id = o.id AND r.status = 'leased'
+      AND r.leased_by = %(worker)s AND r.attempt = o.attempt
     RETURNING r.id, o.status, o.attempt, o.error
 ), events AS (
     INSERT INTO workflow_event (workflow_id, event_type, data, created_at)
@@ -159,8 +161,8 @@ WITH outcome AS (
         SELECT s.id, 'started' AS event_type, jsonb_build_object('worker_id', %(worker)s::text)
                AS data, s.at, 0 AS step
         FROM started s JOIN workflow_run r ON r.id = s.id
-        WHERE %(audit_full)s AND r.status = 'leased' AND r.leased_by = %(worker)s
-          AND r.attempt = s.attempt
+        WHERE %(audit_full)s AND r.id = ANY(ARRAY(SELECT id FROM started))
+          AND r.status = 'leased' AND r.leased_by = %(worker)s AND r.attempt = s.attempt
         UNION ALL
         SELECT id, CASE status WHEN 'pending' THEN 'retried' ELSE status END,
                CASE WHEN status <> 'succeeded'
@@ -173,13 +175,15 @@ SELECT id FROM done;
 
 -- release --
 -- Give back runs that were claimed but never started: pending again, the attempt not spent.
-WITH released AS (
+WITH leases AS MATERIALIZED (
+    SELECT * FROM jsonb_to_recordset(%(leases)s::jsonb) AS l (id uuid, attempt int)
+), released AS (
     UPDATE workflow_run r
     SET status = 'pending', attempt = r.attempt - 1, leased_by = NULL, lease_until = NULL,
         updated_at = now()
-    FROM jsonb_to_recordset(%(leases)s::jsonb) AS l (id uuid, attempt int)
-    WHERE r.id = l.id AND r.status = 'leased' AND r.leased_by = %(worker)s
-      AND r.attempt = l.attempt
+    FROM leases l
+    WHERE r.id = ANY(ARRAY(SELECT id FROM leases)) AND r.id = l.id AND r.status = 'leased'
+      AND r.leased_by = %(worker)s AND r.attempt = l.attempt
     RETURNING r.id, l.attempt
 ), events AS (
     INSERT INTO workflow_event (workflow_id, event_type, data)
@@ -195,14 +199,14 @@ WHERE status = 'pending' AND deleted_at IS NULL
 
 -- heartbeat --
 -- Extend the leases this worker still holds; report every run's status in the same trip.
-WITH held AS (
+WITH held AS MATERIALIZED (
     SELECT * FROM jsonb_to_recordset(%(leases)s::jsonb) AS h (id uuid, attempt int)
 ), extended AS (
     UPDATE workflow_run r
     SET lease_until = now() + make_interval(secs => %(extend)s), updated_at = now()
     FROM held h
-    WHERE r.id = h.id AND r.status = 'leased' AND r.leased_by = %(worker)s
-      AND r.attempt = h.attempt AND r.deleted_at IS NULL
+    WHERE r.id = ANY(ARRAY(SELECT id FROM held)) AND r.id = h.id AND r.status = 'leased'
+      AND r.leased_by = %(worker)s AND r.attempt = h.attempt AND r.deleted_at IS NULL
     RETURNING r.id
 ), events AS (
     INSERT INTO workflow_event (workflow_id, event_type, data)
@@ -212,7 +216,8 @@ WITH held AS (
 SELECT h.id, e.id IS NOT NULL AS held, r.status
 FROM held h
 LEFT JOIN extended e ON e.id = h.id
-LEFT JOIN workflow_run r ON r.id = h.id AND r.deleted_at IS NULL;
+LEFT JOIN workflow_run r
+       ON r.id = h.id AND r.id = ANY(ARRAY(SELECT id FROM held)) AND r.deleted_at IS NULL;
 
 -- register --
 INSERT INTO workflow_registry (workflow_name, runtime)

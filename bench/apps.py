@@ -1,0 +1,24 @@
+"""Handlers for the benchmarks (importable by name, so worker processes can load them)."""
+
+from __future__ import annotations
+
+import time
+
+from swf_pool import Registry, Run
+
+registry = Registry()
+
+
+@registry.handler("bench.noop.v1")
+def noop(run: Run) -> None:
+    return None
+
+
+@registry.handler("bench.cpu.v1")
+def burn(run: Run) -> int:
+    """About `ms` milliseconds of pure-Python CPU work."""
+    deadline = time.process_time() + run.payload.get("ms", 20) / 1000
+    n = 0
+    while time.process_time() < deadline:
+        n += 1
+    return n

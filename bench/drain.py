@@ -1,0 +1,105 @@
+"""Drain rate of no-op runs: the pool (full and lean audit) against the bare SQL ceiling.
+
+The ceiling is the durable cycle alone on the same database: claim B rows with one CTE
+(FOR UPDATE SKIP LOCKED), mark them succeeded with one statement; no events, no processes.
+
+    python -m bench.drain [--dsn ...] [--quick] [--runs N] [--batch 50,100,250]
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+
+from swf_pool import Client, Pool
+from swf_pool.dsn import PostgresTarget, parse_dsn
+
+from .common import Scratch, parser, report
+
+CLAIM = """
+WITH picked AS (
+    SELECT id FROM workflow_run
+    WHERE status = 'pending' AND deleted_at IS NULL AND run_at <= now() AND type = %s
+    ORDER BY priority, created_at LIMIT %s FOR UPDATE SKIP LOCKED)
+UPDATE workflow_run r SET status = 'leased', leased_by = 'ceiling', attempt = r.attempt + 1,
+       lease_until = now() + interval '30 seconds', updated_at = now()
+FROM picked WHERE r.id = picked.id RETURNING r.id
+"""
+COMPLETE = """
+UPDATE workflow_run SET status = 'succeeded', lease_until = NULL, updated_at = now()
+WHERE id = ANY(%s) AND status = 'leased' AND leased_by = 'ceiling'
+"""
+
+
+def fill(dsn: str, runs: int) -> None:
+    with Client(dsn) as client:
+        for start in range(0, runs, 5000):
+            count = min(5000, runs - start)
+            client.submit_many({"type": "bench.noop.v1", "payload": None} for _ in range(count))
+
+
+def ceiling(dsn: str, runs: int, batch: int) -> float:
+    target = parse_dsn(dsn)
+    assert isinstance(target, PostgresTarget)
+    fill(dsn, runs)
+    with psycopg.connect(target.conninfo, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{target.schema}"'.encode())
+        started = time.perf_counter()
+        done = 0
+        while ids := [row[0] for row in conn.execute(CLAIM, ("bench.noop.v1", batch))]:
+            conn.execute(COMPLETE, (ids,))
+            done += len(ids)
+        return done / (time.perf_counter() - started)
+
+
+def pool_rate(dsn: str, runs: int, batch: int, audit: str) -> tuple[float, Any]:
+    fill(dsn, runs)
+    with Client(dsn) as client:
+        pool = Pool(
+            client,
+            "bench.apps:registry",
+            processes=2,
+            batch_size=batch,
+            prefetch=batch,
+            audit=audit,
+            log_interval=3600,
+        )
+        started = time.perf_counter()
+        stats = pool.drain()
+        return stats.succeeded / (time.perf_counter() - started), stats
+
+
+def main() -> None:
+    p = parser(__doc__ or "")
+    p.add_argument("--runs", type=int, default=None)
+    p.add_argument("--batch", default=None, help="comma-separated batch sizes")
+    args = p.parse_args()
+    runs = args.runs or (3000 if args.quick else 20000)
+    batches = [
+        int(b) for b in (args.batch or ("100" if args.quick else "50,100,250,500")).split(",")
+    ]
+    best: dict[str, Any] = {}
+    for batch in batches:
+        with Scratch(args.dsn) as scratch:
+            top = ceiling(scratch.dsn, runs, batch)
+            full, stats = pool_rate(scratch.dsn, runs, batch, "full")
+            lean, _ = pool_rate(scratch.dsn, runs, batch, "failures")
+        row = {
+            "batch": batch,
+            "ceiling runs/s": round(top),
+            "full audit runs/s": round(full),
+            "full/ceiling": round(full / top, 2),
+            "lean audit runs/s": round(lean),
+            "lean/ceiling": round(lean / top, 2),
+            "statements/run": round((stats.claims + stats.flushes) / max(stats.claimed, 1), 3),
+        }
+        report("drain", row)
+        if not best or row["full/ceiling"] > best["full/ceiling"]:
+            best = row
+    report("drain-best", best)
+
+
+if __name__ == "__main__":
+    main()
