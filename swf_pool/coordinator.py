@@ -176,7 +176,7 @@ class Pool:
         self.started: list[Started] = []
         self.marked: set[int] = set()  # seqs whose `started` event is written or buffered
         self.newly_doomed: list[int] = []
-        self.waker = Waker()
+        self.waker: Waker | None = None  # exists while run() runs
         self.next_seq = 1
         self.wanted = True  # claim as soon as there is room
         self.next_poll = 0.0
@@ -206,10 +206,11 @@ class Pool:
         nothing runnable is left); then shut down gracefully and return the statistics."""
         self.backend.register(self.registry.types)
         with ExitStack() as stack:
-            stack.callback(self.waker.close)
+            self.waker = waker = Waker()
+            stack.callback(waker.close)
             if self._owns_client:
                 stack.callback(self.client.close)
-            self.executor = executor = self._make_executor()
+            self.executor = executor = self._make_executor(waker)
             stack.enter_context(
                 Heartbeat(
                     self.backend,
@@ -245,7 +246,7 @@ class Pool:
     def request_stop(self) -> None:
         """Stop claiming and shut down gracefully (safe from signal handlers and threads)."""
         self.stopping = True
-        self.waker.wake()
+        self._wake()
 
     def abort(self) -> None:
         """Exit at once: kill the worker processes; leases will expire normally."""
@@ -344,7 +345,12 @@ class Pool:
 
     def _notified(self) -> None:
         self.wanted = True
-        self.waker.wake()
+        self._wake()
+
+    def _wake(self) -> None:
+        waker = self.waker
+        if waker is not None:
+            waker.wake()
 
     def _dispatch(self) -> None:
         assert self.executor is not None
@@ -460,7 +466,7 @@ class Pool:
                 if seq is not None and seq not in self.doomed:
                     self.doomed[seq] = state
                     self.newly_doomed.append(seq)
-        self.waker.wake()
+        self._wake()
 
     def _apply_doomed(self) -> None:
         assert self.executor is not None
@@ -501,26 +507,27 @@ class Pool:
                 continue
             handler = self.registry.get(task.run.type)
             limit = (handler.timeout if handler else None) or self.timeout
-            if limit and now - begun > limit:
+            if not limit or now - begun <= limit:
+                continue
+            reason = (
+                f"Timeout: the run exceeded its timeout of {limit:g}s; "
+                "its worker process was killed"
+            )
+            if self.executor.kill(seq, reason):
                 self.stats.timed_out += 1
-                self.executor.kill(
-                    seq,
-                    f"Timeout: the run exceeded its timeout of {limit:g}s; "
-                    "its worker process was killed",
-                )
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def _make_executor(self) -> Executor:
+    def _make_executor(self, waker: Waker) -> Executor:
         if self.executor_kind == "inline":
-            return InlineExecutor(self.registry, self, self.waker)
+            return InlineExecutor(self.registry, self, waker)
         if self.executor_kind == "thread":
-            return ThreadExecutor(self.registry, self, self.waker, self.processes)
+            return ThreadExecutor(self.registry, self, waker, self.processes)
         per_process = 1 + -(-self.prefetch // self.processes)
         return ProcessExecutor(
             self.app,
             self,
-            self.waker,
+            waker,
             self.processes,
             per_process,
             self.max_tasks_per_child,

@@ -61,8 +61,9 @@ class Executor(Protocol):
         """Make `run.is_cancelled()` true for task `seq` (if it is running)."""
         ...
 
-    def kill(self, seq: int, reason: str) -> None:
-        """Stop task `seq` now if possible (its result becomes a failure with `reason`)."""
+    def kill(self, seq: int, reason: str) -> bool:
+        """Stop task `seq` now if possible (its result becomes a failure with `reason`);
+        True if this call started killing it."""
         ...
 
     def take_unstarted(self) -> list[Task]:
@@ -87,7 +88,8 @@ class Waker:
         self._write.setblocking(False)
 
     def wake(self) -> None:
-        with contextlib.suppress(BlockingIOError):  # already full of wake-ups: one is enough
+        # BlockingIOError: already full of wake-ups, one is enough; OSError: closed, too late
+        with contextlib.suppress(OSError):
             self._write.send(b"x")
 
     def wait(self, objects: list[Any], timeout: float) -> list[Any]:
@@ -156,8 +158,8 @@ class InlineExecutor:
     def cancel(self, seq: int) -> None:
         pass  # the control knows; is_cancelled asks it
 
-    def kill(self, seq: int, reason: str) -> None:
-        pass  # cannot interrupt our own thread
+    def kill(self, seq: int, reason: str) -> bool:
+        return False  # cannot interrupt our own thread
 
     def take_unstarted(self) -> list[Task]:
         tasks = list(self.queue)
@@ -230,8 +232,8 @@ class ThreadExecutor:
     def cancel(self, seq: int) -> None:
         pass
 
-    def kill(self, seq: int, reason: str) -> None:
-        pass  # threads cannot be killed; --timeout needs the process executor
+    def kill(self, seq: int, reason: str) -> bool:
+        return False  # threads cannot be killed; --timeout needs the process executor
 
     def take_unstarted(self) -> list[Task]:
         taken = []
@@ -266,12 +268,12 @@ class _Child:
     def __init__(
         self, context: Any, app: str | Registry, worker_id: str, max_tasks: int | None, index: int
     ) -> None:
-        self.slot = Slot(context.Array("d", 3, lock=False))
+        self.slot = Slot(context.Array("d", 4, lock=False), context.Lock())
         self.conn, child_end = context.Pipe(duplex=True)
         self.process = context.Process(
             target=child_main,
             name=f"swf-worker-{index}",
-            args=(child_end, app, worker_id, self.slot.array, max_tasks),
+            args=(child_end, app, worker_id, self.slot.array, self.slot.lock, max_tasks),
             daemon=True,
         )
         self.process.start()
@@ -311,7 +313,7 @@ class ProcessExecutor:
         self.children: list[_Child] = []
         self.spawned = 0
         self.restarts = 0
-        self.lost: list[Result] = []  # failures of tasks whose process died or was killed
+        self.early: list[Result] = []  # results gathered outside wait(), handed out by it
         self.killing: dict[int, str] = {}  # seq -> reason, for tasks we are killing
         self.stopping = False
         for _ in range(processes):
@@ -348,7 +350,7 @@ class ProcessExecutor:
                 child.sent[task.seq] = task
 
     def wait(self, timeout: float) -> list[Result]:
-        results, self.lost = self.lost, []
+        results, self.early = self.early, []
         conns = {c.conn: c for c in self.children}
         sentinels = {c.process.sentinel: c for c in self.children}
         ready = self.waker.wait([*conns, *sentinels], 0 if results else timeout)
@@ -386,8 +388,9 @@ class ProcessExecutor:
         child.process.join()
         code = child.process.exitcode
         running = child.slot.current
+        reason = _death(code)
         if running and running in child.sent:
-            reason = self.killing.pop(running, None) or _death(code)
+            reason = self.killing.pop(running, reason)
             del child.sent[running]
             results.append(Result(running, False, reason))
         self.queue.extendleft(reversed(list(child.sent.values())))  # never started
@@ -414,21 +417,31 @@ class ProcessExecutor:
     def cancel(self, seq: int) -> None:
         for task in [t for t in self.queue if t.seq == seq]:
             self.queue.remove(task)
-            self.lost.append(Result(seq, False, SKIPPED))
+            self.early.append(Result(seq, False, SKIPPED))
         for child in self.children:
             if seq in child.sent:
                 child.slot.cancel(seq)  # seen at once by run.is_cancelled()
                 child.conn.send(("cancel", seq))  # skipped if it has not started
 
-    def kill(self, seq: int, reason: str) -> None:
+    def kill(self, seq: int, reason: str) -> bool:
         for child in self.children:
             if child.slot.current == seq and seq not in self.killing:
                 self.killing[seq] = reason
                 _kill(child.process.pid)
+                return True
+        return False
 
     def take_unstarted(self) -> list[Task]:
+        """Stop every worker from starting anything more; take back all it did not start."""
+        self.stopping = True
         taken = list(self.queue)
         self.queue.clear()
+        for child in self.children:
+            running = child.slot.stop_starting()
+            # results of tasks finished before that are in the pipe already: read them
+            self.early += self._receive(child)
+            for seq in [s for s in child.sent if s != running]:
+                taken.append(child.sent.pop(seq))
         return taken
 
     def terminate(self) -> None:

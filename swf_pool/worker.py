@@ -11,7 +11,9 @@ cancelled or lost runs.
 from __future__ import annotations
 
 import os
+import select
 import signal
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -67,16 +69,19 @@ def execute(registry: Registry, task: Task, control: LeaseControl, worker_id: st
 
 
 class Slot:
-    """Shared memory between the coordinator and one worker process (lock-free doubles).
+    """Shared memory between the coordinator and one worker process.
 
     [0] seq of the task running now (0: idle), [1] its time.monotonic() start,
-    [2] a seq the coordinator marked cancelled or lost.
+    [2] a seq the coordinator marked cancelled or lost, [3] 1 once the pool stops: start
+    nothing more. The lock makes "may I start?" and "stop starting" exclusive, so the
+    coordinator knows exactly which tasks never started.
     """
 
-    CURRENT, STARTED, CANCELLED = 0, 1, 2
+    CURRENT, STARTED, CANCELLED, STOPPING = 0, 1, 2, 3
 
-    def __init__(self, array: Any) -> None:
+    def __init__(self, array: Any, lock: Any) -> None:
         self.array = array
+        self.lock = lock
 
     @property
     def current(self) -> int:
@@ -86,12 +91,23 @@ class Slot:
     def started(self) -> float:
         return float(self.array[self.STARTED])
 
-    def begin(self, seq: int) -> None:
-        self.array[self.STARTED] = time.monotonic()
-        self.array[self.CURRENT] = seq
+    def begin(self, seq: int) -> bool:
+        """In the worker: mark `seq` as running, unless the pool is stopping."""
+        with self.lock:
+            if self.array[self.STOPPING]:
+                return False
+            self.array[self.STARTED] = time.monotonic()
+            self.array[self.CURRENT] = seq
+            return True
 
     def end(self) -> None:
         self.array[self.CURRENT] = 0
+
+    def stop_starting(self) -> int:
+        """In the coordinator: no task starts after this; returns the one running (or 0)."""
+        with self.lock:
+            self.array[self.STOPPING] = 1
+            return int(self.array[self.CURRENT])
 
     def cancel(self, seq: int) -> None:
         self.array[self.CANCELLED] = seq
@@ -140,17 +156,40 @@ class _ChildControl:
         return True
 
 
+def _die_with_coordinator(conn: Connection) -> None:
+    """Exit as soon as the coordinator is gone (its end of our pipe hangs up), even in the
+    middle of a handler: the run's lease will expire and another worker will rescue it, so
+    it must not run on here. Linux reports the hang-up as POLLRDHUP without any read."""
+    if not hasattr(select, "POLLRDHUP"):
+        return
+    watcher = select.poll()
+    watcher.register(conn.fileno(), select.POLLRDHUP)
+
+    def watch() -> None:
+        while not watcher.poll():
+            pass
+        os._exit(1)
+
+    threading.Thread(target=watch, name="swf-orphan-watch", daemon=True).start()
+
+
 def child_main(
-    conn: Connection, app: str | Registry, worker_id: str, slot_array: Any, max_tasks: int | None
+    conn: Connection,
+    app: str | Registry,
+    worker_id: str,
+    slot_array: Any,
+    slot_lock: Any,
+    max_tasks: int | None,
 ) -> None:
     """The loop of one worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
+    _die_with_coordinator(conn)
     try:
         registry = load_registry(app) if isinstance(app, str) else app
     except Exception as exc:  # tell the coordinator why, rather than die in a restart loop
         conn.send(("fatal", describe_error(exc)))
         return
-    slot = Slot(slot_array)
+    slot = Slot(slot_array, slot_lock)
     inbox: deque[Task] = deque()
     control = _ChildControl(conn, slot, inbox)
     done = 0
@@ -164,7 +203,8 @@ def child_main(
                 return
         task = inbox.popleft()
         control.seq = task.seq
-        slot.begin(task.seq)
+        if not slot.begin(task.seq):
+            return  # the pool stops: what is left in the inbox never started
         result = execute(registry, task, control, worker_id)
         conn.send(result)  # synchronous: once it returns, the result survives our death
         slot.end()

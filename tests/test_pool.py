@@ -1,0 +1,241 @@
+"""The multiprocessing pool: real worker processes, real signals, real databases."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swf_pool import Client, ConfigError, EventType, Pool, PoolStats, Status
+
+from .helpers import wait_until
+
+APP = "tests.apps:registry"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def running(pool: Pool) -> Iterator[list[PoolStats]]:
+    """Run `pool` in a thread; stop it gracefully on exit."""
+    out: list[PoolStats] = []
+    thread = threading.Thread(target=lambda: out.append(pool.run()), daemon=True)
+    thread.start()
+    try:
+        yield out
+    finally:
+        pool.request_stop()
+        thread.join(60)
+        assert not thread.is_alive(), "the pool did not stop"
+
+
+def statuses(client: Client, ids: list[str]) -> list[Status]:
+    return [client.get(i).status for i in ids]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("executor", ["process", "thread"])
+def test_pool_drains_with_every_executor(client: Client, executor: str) -> None:
+    ids = [s.id for s in client.submit_many({"type": "t.echo", "payload": i} for i in range(60))]
+    stats = Pool(client, APP, processes=2, executor=executor, batch_size=16).drain()
+    assert (stats.claimed, stats.succeeded) == (60, 60)
+    runs = [client.get(i) for i in ids]
+    assert [r.result["payload"] for r in runs] == list(range(60))  # type: ignore[union-attr]
+    pids = {r.result["pid"] for r in runs}  # type: ignore[union-attr]
+    if executor == "process":
+        assert os.getpid() not in pids and len(pids) == 2
+    else:
+        assert pids == {os.getpid()}
+    assert [e.event_type for e in client.events(ids[0])] == [
+        EventType.CREATED,
+        EventType.LEASED,
+        EventType.STARTED,
+        EventType.SUCCEEDED,
+    ]
+
+
+@pytest.mark.parametrize("how", ["exit", "segv"])
+def test_a_dying_worker_loses_only_its_run(client: Client, how: str) -> None:
+    victim = client.submit("t.die", {"on": [1], "how": how}).id
+    others = [s.id for s in client.submit_many({"type": "t.echo"} for _ in range(20))]
+    stats = Pool(client, APP, processes=2, batch_size=30).drain()
+    run = client.get(victim)
+    assert run is not None and (run.status, run.attempt) == (Status.SUCCEEDED, 2)
+    expected = "killed by SIGSEGV" if how == "segv" else "exited with status 3"
+    retried = [e for e in client.events(victim) if e.event_type is EventType.RETRIED]
+    assert len(retried) == 1 and expected in retried[0].data["error"]
+    assert retried[0].data["error"].startswith("WorkerDied: the worker process")
+    assert statuses(client, others) == [Status.SUCCEEDED] * 20
+    assert all(client.get(i).attempt == 1 for i in others)  # type: ignore[union-attr]
+    assert stats.succeeded == 21 and stats.retried == 1
+
+
+def test_a_run_past_its_timeout_is_killed_and_recorded(client: Client) -> None:
+    run_id = client.submit("t.hang", max_attempts=2).id
+    stats = Pool(client, APP, processes=1).drain()
+    run = client.get(run_id)
+    assert run is not None and (run.status, run.attempt) == (Status.FAILED, 2)
+    assert run.last_error == (
+        "Timeout: the run exceeded its timeout of 0.5s; its worker process was killed"
+    )
+    assert stats.timed_out == 2
+
+
+def test_max_tasks_per_child_recycles_processes(client: Client) -> None:
+    ids = [s.id for s in client.submit_many({"type": "t.echo"} for _ in range(9))]
+    Pool(client, APP, processes=1, max_tasks_per_child=3, batch_size=9, prefetch=8).drain()
+    pids = {client.get(i).result["pid"] for i in ids}  # type: ignore[union-attr]
+    assert len(pids) == 3
+    assert statuses(client, ids) == [Status.SUCCEEDED] * 9
+
+
+def test_cancel_reaches_a_running_worker_process(client: Client) -> None:
+    run_id = client.submit("t.until_cancelled").id
+    pool = Pool(client, APP, processes=1, heartbeat_interval=0.05)
+    with running(pool) as result:
+        wait_until(lambda: client.get(run_id).status is Status.LEASED)  # type: ignore[union-attr]
+        client.cancel(run_id)
+        wait_until(lambda: pool.stats.discarded == 1)
+    assert result[0].discarded == 1
+    run = client.get(run_id)
+    assert run is not None and run.status is Status.CANCELLED and run.result is None
+
+
+def test_heartbeat_from_a_worker_process(client: Client) -> None:
+    run_id = client.submit("t.beat", {"seconds": 120}).id
+    Pool(client, APP, processes=1).drain()
+    run = client.get(run_id)
+    assert run is not None and run.result is True
+    beats = [e.data for e in client.events(run_id) if e.event_type is EventType.HEARTBEAT]
+    assert beats == [{"extended_by_seconds": 120}]
+
+
+def test_an_app_that_cannot_load_in_workers_stops_the_pool(client: Client) -> None:
+    client.submit("t.never")
+    with pytest.raises(
+        ConfigError,
+        match=r"a worker process could not start: .*this app cannot load inside a worker process",
+    ):
+        Pool(client, "tests.apps_broken:registry", processes=2).drain()
+
+
+def test_notify_wakes_an_idle_pool(postgres_dsn: str) -> None:
+    with Client(postgres_dsn) as client:
+        pool = Pool(client, APP, processes=1, poll_interval=60)
+        with running(pool):
+            wait_until(lambda: pool.stats.claims == 0 and pool.executor is not None)
+            run_id = client.submit("t.echo").id
+            # far sooner than the 60 s poll: the NOTIFY woke the pool
+            wait_until(
+                lambda: client.get(run_id).status is Status.SUCCEEDED,  # type: ignore[union-attr]
+                timeout=10,
+            )
+
+
+def test_delayed_runs_start_on_time_without_polling(dsn: str) -> None:
+    with Client(dsn) as client:
+        pool = Pool(client, APP, processes=1, poll_interval=60)
+        with running(pool):
+            run_id = client.submit("t.echo", run_in=1.0).id
+            wait_until(
+                lambda: client.get(run_id).status is Status.SUCCEEDED,  # type: ignore[union-attr]
+                timeout=15,
+            )
+
+
+def cli_pool(dsn: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "swf_pool.cli", "run", "--dsn", dsn, "--app", APP, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str]) -> None:
+    """Make sure the process is gone and its pipes are closed."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate(timeout=30)
+
+
+def gate_payload(tmp_path: Path) -> dict[str, Any]:
+    return {"started": str(tmp_path / "started"), "gate": str(tmp_path / "gate")}
+
+
+def test_sigterm_releases_unstarted_runs_and_lets_running_ones_finish(
+    dsn: str, tmp_path: Path
+) -> None:
+    with Client(dsn) as client:
+        gated = client.submit("t.gate", gate_payload(tmp_path), priority=0).id
+        waiting = [s.id for s in client.submit_many({"type": "t.echo"} for _ in range(10))]
+        proc = cli_pool(dsn, "--processes", "1", "--prefetch", "10", "--batch-size", "11")
+        try:
+            wait_until((tmp_path / "started").exists, timeout=30)
+            wait_until(lambda: all(r.status is Status.LEASED for r in map(client.get, waiting)))  # type: ignore[union-attr]
+            proc.send_signal(signal.SIGTERM)
+            # unstarted runs go back at once, not after a lease expiry
+            wait_until(lambda: statuses(client, waiting) == [Status.PENDING] * 10)
+            assert all(client.get(i).attempt == 0 for i in waiting)  # type: ignore[union-attr]
+            assert client.get(gated).status is Status.LEASED  # type: ignore[union-attr]
+            (tmp_path / "gate").touch()
+            out, err = proc.communicate(timeout=30)
+        finally:
+            finish(proc)
+        assert proc.returncode == 0, err
+        run = client.get(gated)
+        assert run is not None and (run.status, run.result) == (Status.SUCCEEDED, "passed")
+        released = [e for e in client.events(waiting[0]) if e.event_type is EventType.RELEASED]
+        assert len(released) == 1
+        assert "10 released" in out
+
+
+def test_a_second_signal_exits_at_once(sqlite_dsn: str, tmp_path: Path) -> None:
+    with Client(sqlite_dsn) as client:
+        gated = client.submit("t.gate", gate_payload(tmp_path)).id
+        proc = cli_pool(sqlite_dsn, "--processes", "1", "--shutdown-grace", "60")
+        try:
+            wait_until((tmp_path / "started").exists, timeout=30)
+            proc.send_signal(signal.SIGTERM)
+            wait_until(lambda: "stopping gracefully" in _peek(proc), timeout=10)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=10)  # far less than the 60 s grace
+        finally:
+            finish(proc)
+        assert proc.returncode == 130
+        assert client.get(gated).status is Status.LEASED  # type: ignore[union-attr]
+
+
+def _peek(proc: subprocess.Popen[str]) -> str:
+    """Read what the process logged so far (stderr is line-buffered text)."""
+    assert proc.stderr is not None
+    os.set_blocking(proc.stderr.fileno(), False)
+    chunk = proc.stderr.read() or ""
+    _peek.seen = getattr(_peek, "seen", "") + chunk  # type: ignore[attr-defined]
+    return _peek.seen  # type: ignore[attr-defined,no-any-return]
+
+
+def test_a_killed_coordinator_loses_nothing(dsn: str, tmp_path: Path) -> None:
+    with Client(dsn) as client:
+        gated = client.submit("t.gate", gate_payload(tmp_path)).id
+        proc = cli_pool(dsn, "--processes", "1", "--lease", "1")
+        try:
+            wait_until((tmp_path / "started").exists, timeout=30)
+            proc.kill()  # SIGKILL: no cleanup at all
+            proc.wait(timeout=10)
+        finally:
+            finish(proc)
+        (tmp_path / "gate").touch()
+        # its lease expires; another pool rescues the run
+        wait_until(lambda: Pool(client, APP, processes=1).drain().claimed, timeout=30)
+        run = client.get(gated)
+        assert run is not None and (run.status, run.attempt) == (Status.SUCCEEDED, 2)
+        kinds = [e.event_type for e in client.events(gated)]
+        assert EventType.LEASE_EXPIRED in kinds
