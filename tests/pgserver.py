@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import psycopg
 
@@ -37,12 +38,28 @@ def server() -> Iterator[str]:
     elif answers(LOCAL_CONNINFO):
         yield LOCAL_CONNINFO
     else:
-        with throwaway_cluster() as conninfo:
-            yield conninfo
+        with throwaway_cluster() as cluster:
+            yield cluster.conninfo
+
+
+@dataclass
+class Cluster:
+    """A throwaway PostgreSQL cluster that the tests own (and may restart)."""
+
+    conninfo: str
+    command: list[str]  # how to run pg_ctl on it (as the right user)
+    options: str
+
+    def restart(self) -> None:
+        subprocess.run(
+            [*self.command, "-o", self.options, "-m", "fast", "-w", "restart"],
+            check=True,
+            capture_output=True,
+        )
 
 
 @contextmanager
-def throwaway_cluster() -> Iterator[str]:
+def throwaway_cluster() -> Iterator[Cluster]:
     initdb = shutil.which("initdb")
     pg_ctl = shutil.which("pg_ctl")
     if not initdb or not pg_ctl:
@@ -67,30 +84,12 @@ def throwaway_cluster() -> Iterator[str]:
         f"-p {port} -k {folder} -c fsync=off -c synchronous_commit=off "
         "-c listen_addresses=127.0.0.1"
     )
-    subprocess.run(
-        [
-            *prefix,
-            pg_ctl,
-            "-D",
-            data,
-            "-o",
-            options,
-            "-l",
-            os.path.join(folder, "log"),
-            "-w",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    command = [*prefix, pg_ctl, "-D", data, "-l", os.path.join(folder, "log")]
+    subprocess.run([*command, "-o", options, "-w", "start"], check=True, capture_output=True)
     try:
-        yield f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
+        yield Cluster(f"host=127.0.0.1 port={port} user=postgres dbname=postgres", command, options)
     finally:
-        subprocess.run(
-            [*prefix, pg_ctl, "-D", data, "-m", "immediate", "stop"],
-            capture_output=True,
-            check=False,
-        )
+        subprocess.run([*command, "-m", "immediate", "stop"], capture_output=True, check=False)
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -13,8 +13,8 @@ from . import pgserver
 
 @pytest.mark.skipif(shutil.which("initdb") is None, reason="PostgreSQL binaries not on PATH")
 def test_throwaway_cluster_starts_and_is_removed() -> None:
-    with pgserver.throwaway_cluster() as conninfo, psycopg.connect(conninfo) as conn:
+    with pgserver.throwaway_cluster() as cluster, psycopg.connect(cluster.conninfo) as conn:
         assert conn.execute("SHOW fsync").fetchone() == ("off",)
         folder = conn.execute("SHOW data_directory").fetchone()[0]  # type: ignore[index]
-    assert not pgserver.answers(conninfo + " connect_timeout=2")
+    assert not pgserver.answers(cluster.conninfo + " connect_timeout=2")
     assert not os.path.exists(folder)

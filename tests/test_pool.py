@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 from swf_pool import Client, ConfigError, EventType, Pool, PoolStats, Status
 
+from . import helpers, pgserver
 from .helpers import wait_until
 
 APP = "tests.apps:registry"
@@ -239,3 +241,46 @@ def test_a_killed_coordinator_loses_nothing(dsn: str, tmp_path: Path) -> None:
         assert run is not None and (run.status, run.attempt) == (Status.SUCCEEDED, 2)
         kinds = [e.event_type for e in client.events(gated)]
         assert EventType.LEASE_EXPIRED in kinds
+
+
+@pytest.mark.skipif(shutil.which("initdb") is None, reason="PostgreSQL binaries not on PATH")
+def test_the_pool_survives_a_database_restart() -> None:
+    with pgserver.throwaway_cluster() as cluster:
+        with Client(cluster.conninfo, migrate=True) as client:
+            ids = [s.id for s in client.submit_many({"type": "t.echo"} for _ in range(3000))]
+            pool = Pool(client, APP, processes=2, batch_size=50)
+            done: list[PoolStats] = []
+            thread = threading.Thread(target=lambda: done.append(pool.drain()), daemon=True)
+            thread.start()
+            wait_until(lambda: pool.stats.succeeded >= 300, timeout=60)
+            cluster.restart()
+            thread.join(120)
+            assert done, "the pool did not finish after the restart"
+            assert done[0].db_errors >= 1
+            assert statuses(client, ids) == [Status.SUCCEEDED] * 3000
+        rows = helpers.sql(
+            cluster.conninfo,
+            "SELECT workflow_id, count(*) AS n FROM "
+            "workflow_event WHERE event_type = 'succeeded' GROUP BY 1",
+        )
+        assert len(rows) == 3000 and {r["n"] for r in rows} == {1}
+
+
+def test_the_pool_survives_terminated_connections(postgres_dsn: str) -> None:
+    with Client(postgres_dsn) as client:
+        ids = [s.id for s in client.submit_many({"type": "t.echo"} for _ in range(2000))]
+        pool = Pool(client, APP, processes=2, batch_size=50)
+        done: list[PoolStats] = []
+        thread = threading.Thread(target=lambda: done.append(pool.drain()), daemon=True)
+        thread.start()
+        for target in (200, 800, 1400):
+            wait_until(lambda t=target: pool.stats.succeeded >= t, timeout=60)  # type: ignore[misc]
+            helpers.sql(
+                postgres_dsn,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> "
+                "pg_backend_pid()",
+            )
+        thread.join(120)
+        assert done, "the pool did not finish"
+        assert statuses(client, ids) == [Status.SUCCEEDED] * 2000

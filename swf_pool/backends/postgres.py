@@ -35,6 +35,7 @@ from . import lease_state
 
 Q = queries.load("postgres")
 CONNECT_TIMEOUT_SECONDS = 10.0
+CHECKOUT_TIMEOUT_SECONDS = 5.0  # while the server is away, fail fast and let callers back off
 Row = dict[str, Any]
 
 
@@ -58,6 +59,7 @@ class PostgresBackend:
             kwargs={"autocommit": True, "row_factory": dict_row},
             configure=self._configure,
             open=False,
+            timeout=CHECKOUT_TIMEOUT_SECONDS,
             name=f"swf-pool:{target.schema}",
         )
         try:
