@@ -22,3 +22,9 @@ def burn(run: Run) -> int:
     while time.process_time() < deadline:
         n += 1
     return n
+
+
+@registry.handler("bench.stamp.v1")
+def stamp(run: Run) -> float:
+    """When the handler started (wall clock), for enqueue-to-start latency."""
+    return time.time()

@@ -52,6 +52,8 @@ DEFAULT_FLUSH_SECONDS = 0.02  # outcomes wait at most this long for company in o
 DEFAULT_LOG_SECONDS = 10.0
 EXECUTORS = ("process", "thread", "inline")
 BACKOFF_MAX_SECONDS = 5.0
+IDLE_WAIT_SECONDS = 1.0  # the longest we block without looking around
+TIMEOUT_CHECK_SECONDS = 0.05
 
 
 def default_worker_id() -> str:
@@ -145,6 +147,7 @@ class Pool:
         if executor == "inline":
             self.processes = 1
         self.executor_kind = executor
+        self.timeouts = bool(timeout) or any(h.timeout for h in self.registry.handlers())
         self.worker_id = worker_id or default_worker_id()
         self.prefixes = like_patterns(prefixes)
         self.types = self._served_types(types)
@@ -279,15 +282,17 @@ class Pool:
         return len(self.inflight) - len(self.buffered)
 
     def _wait_seconds(self) -> float:
+        """How long the executor may block: until the next thing we must do ourselves."""
         now = time.monotonic()
-        deadlines = [self.next_poll]
+        deadlines = [now + IDLE_WAIT_SECONDS]
+        if not self.stopping and self._room() >= self._claim_threshold():
+            if self.wanted and now >= self.next_poll:
+                return 0.0
+            deadlines.append(self.next_poll)  # the next poll, or the end of a backoff
         if self.buffered:
             deadlines.append(self.oldest_buffered + self.flush_interval)
-        if self.timeout or any(h.timeout for h in self.registry.handlers()):
-            deadlines.append(now + 0.1)
-        room = self._room() >= self._claim_threshold()
-        if self.wanted and room and not self.backoff:
-            return 0.0
+        if self.timeouts:
+            deadlines.append(now + TIMEOUT_CHECK_SECONDS)
         return max(0.0, min(deadlines) - now)
 
     # -- claiming -----------------------------------------------------------------------------
@@ -301,10 +306,8 @@ class Pool:
 
     def _claim(self, now: float) -> None:
         room = self._room()
-        if room < self._claim_threshold() or (not self.wanted and now < self.next_poll):
-            return
-        if self.backoff and now < self.next_poll:
-            return
+        if room < self._claim_threshold() or now < self.next_poll:
+            return  # no room, or idle (or backing off) until the next poll
         limit = min(room, self.batch_size)
         try:
             batch = self.backend.claim(
@@ -344,8 +347,14 @@ class Pool:
             self.next_poll = min(self.next_poll, now + max(0.0, wait) + 0.001)
 
     def _notified(self) -> None:
-        self.wanted = True
+        self._want()
         self._wake()
+
+    def _want(self) -> None:
+        """There may be runnable runs: claim as soon as there is room (unless backing off)."""
+        self.wanted = True
+        if not self.backoff:
+            self.next_poll = 0.0
 
     def _wake(self) -> None:
         waker = self.waker
@@ -432,7 +441,7 @@ class Pool:
                 self.stats.succeeded += 1
             elif outcome.status is Status.PENDING:
                 self.stats.retried += 1
-                self.wanted = True  # the retry may be due already
+                self._want()  # the retry may be due already
             else:
                 self.stats.failed += 1
             self._forget(seq)
