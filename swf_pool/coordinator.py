@@ -170,6 +170,9 @@ class Pool:
         self.backend: Backend = self.client.backend
         self.stats = PoolStats()
 
+        self._init_state()
+
+    def _init_state(self) -> None:
         self.lock = threading.Lock()  # guards what the heartbeat thread reads and writes
         self.inflight: dict[int, Task] = {}  # claimed, not yet finished
         self.buffered: dict[int, Outcome] = {}  # finished, waiting for the flush
