@@ -34,6 +34,7 @@ from .listener import Listener
 from .models import (
     DEFAULT_LEASE_SECONDS,
     Audit,
+    Claimed,
     Lease,
     LeaseState,
     Outcome,
@@ -41,6 +42,7 @@ from .models import (
     Status,
 )
 from .retry import DEFAULT_POLICY, after_failure
+from .statements import Done, StatementThread
 from .worker import SKIPPED, Result, Task
 
 log = logging.getLogger("swf_pool.pool")
@@ -176,6 +178,11 @@ class Pool:
         self.lock = threading.Lock()  # guards what the heartbeat thread reads and writes
         self.inflight: dict[int, Task] = {}  # claimed, not yet finished
         self.buffered: dict[int, Outcome] = {}  # finished, waiting for the flush
+        self.flushing: dict[int, Outcome] = {}  # in the flush under way
+        self.flushing_started: list[Started] = []
+        self.claiming = 0  # size of the claim under way (0: none)
+        # claims and flushes each run on a thread of their own, on their own connections
+        self.claimer = self.flusher = StatementThread.idle()
         self.doomed: dict[int, LeaseState] = {}  # cancelled or lost: discard their results
         self.seq_by_id: dict[str, int] = {}
         self.pending: deque[Task] = deque()  # claimed, not yet handed to the executor
@@ -217,6 +224,8 @@ class Pool:
             if self._owns_client:
                 stack.callback(self.client.close)
             self.executor = executor = self._make_executor(waker)
+            self.claimer = StatementThread(waker.wake, "swf-claims")
+            self.flusher = StatementThread(waker.wake, "swf-flushes")
             stack.enter_context(
                 Heartbeat(
                     self.backend,
@@ -236,6 +245,8 @@ class Pool:
                 self._shutdown()
             except BaseException:
                 executor.terminate()  # nothing outlives us; leases expire normally
+                self.claimer.close()
+                self.flusher.close()
                 raise
         log.info("pool %s stopped: %s", self.worker_id, self.stats.summary())
         return self.stats
@@ -269,30 +280,47 @@ class Pool:
         for result in self.executor.wait(self._wait_seconds()):
             self._record(result)
         now = time.monotonic()
+        for done in self.claimer.completed() + self.flusher.completed():
+            self._completed(done, now)
         self._enforce_timeouts(now)
-        if self.buffered and (
-            len(self.buffered) >= self.batch_size
-            or now - self.oldest_buffered >= self.flush_interval
-            or not self.inflight_active()
+        if (
+            self.buffered
+            and not self.flushing
+            and (
+                len(self.buffered) >= self.batch_size
+                or now - self.oldest_buffered >= self.flush_interval
+                or not self.inflight_active()
+            )
         ):
-            self._flush()
-        if not self.stopping:
+            self.flusher.submit("flush", self._flush_job())
+        if not self.stopping and not self.claiming:
             self._claim(now)
         self._dispatch()
-        return not self.inflight and not self.buffered and not self.wanted
+        busy = self.inflight or self.claiming or self.flushing
+        return not busy and not self.wanted
+
+    def _completed(self, done: Done, now: float) -> None:
+        """A statement came back from the statement thread."""
+        if done.error is not None and not isinstance(done.error, DatabaseError):
+            raise done.error
+        if done.kind == "claim":
+            self._claimed(done.value, done.error, now)
+        else:
+            self._flushed(done.value, done.error, now)
 
     def inflight_active(self) -> int:
-        return len(self.inflight) - len(self.buffered)
+        return len(self.inflight) - len(self.buffered) - len(self.flushing)
 
     def _wait_seconds(self) -> float:
         """How long the executor may block: until the next thing we must do ourselves."""
         now = time.monotonic()
         deadlines = [now + IDLE_WAIT_SECONDS]
-        if not self.stopping and self._room() >= self._claim_threshold():
+        # a claim or flush under way wakes us when it is done
+        if not self.stopping and not self.claiming and self._room() >= self._claim_threshold():
             if self.wanted and now >= self.next_poll:
                 return 0.0
             deadlines.append(self.next_poll)  # the next poll, or the end of a backoff
-        if self.buffered:
+        if self.buffered and not self.flushing:
             deadlines.append(self.oldest_buffered + self.flush_interval)
         if self.timeouts:
             deadlines.append(now + TIMEOUT_CHECK_SECONDS)
@@ -311,19 +339,35 @@ class Pool:
         room = self._room()
         if room < self._claim_threshold() or now < self.next_poll:
             return  # no room, or idle (or backing off) until the next poll
-        limit = min(room, self.batch_size)
-        try:
+        limit = self.claiming = min(room, self.batch_size)
+        audit_full = self.audit is Audit.FULL
+
+        def job() -> tuple[list[Claimed], datetime | None]:
             batch = self.backend.claim(
                 self.worker_id,
                 self.types,
                 self.prefixes,
                 limit,
                 lease_seconds=self.lease_seconds,
-                audit_full=self.audit is Audit.FULL,
+                audit_full=audit_full,
             )
-        except DatabaseError as exc:
-            self._db_failed("claim", exc, now)
+            # idle: learn when the earliest delayed run of ours is due
+            due = self.backend.next_due(self.types, self.prefixes) if len(batch) < limit else None
+            return batch, due
+
+        self.claimer.submit("claim", job)
+
+    def _claimed(
+        self,
+        value: tuple[list[Claimed], datetime | None] | None,
+        error: BaseException | None,
+        now: float,
+    ) -> None:
+        limit, self.claiming = self.claiming, 0
+        if error is not None or value is None:
+            self._db_failed("claim", error, now)
             return
+        batch, due = value
         self.backoff = 0.0
         self.stats.claims += 1
         self.stats.claimed += len(batch)
@@ -334,18 +378,11 @@ class Pool:
                 self.inflight[task.seq] = task
                 self.seq_by_id[run.id] = task.seq
                 self.pending.append(task)
-        self.wanted = len(batch) == limit
-        if not self.wanted:
-            self.next_poll = now + self.poll_interval
-            self._sleep_until_due(now)
-
-    def _sleep_until_due(self, now: float) -> None:
-        """Idle: wake for the earliest delayed run of ours, if it is due before the next poll."""
-        try:
-            due = self.backend.next_due(self.types, self.prefixes)
-        except DatabaseError:
+        if len(batch) == limit:
             return
-        if due is not None:
+        self.wanted = False
+        self.next_poll = now + self.poll_interval
+        if due is not None:  # wake for it if it comes before the next poll
             wait = (due - datetime.now(UTC)).total_seconds()
             self.next_poll = min(self.next_poll, now + max(0.0, wait) + 0.001)
 
@@ -375,7 +412,7 @@ class Pool:
 
     def _record(self, result: Result) -> None:
         task = self.inflight.get(result.seq)
-        if task is None or result.seq in self.buffered:
+        if task is None or result.seq in self.buffered or result.seq in self.flushing:
             return
         run = task.run
         doomed = self.doomed.get(result.seq)
@@ -410,7 +447,8 @@ class Pool:
         with self.lock:
             self.buffered[result.seq] = outcome
 
-    def _flush(self) -> None:
+    def _flush_job(self) -> Callable[[], set[str]]:
+        """Move the buffer into a flush (one statement, run by the caller of the job)."""
         assert self.executor is not None
         now = time.time()
         mono = time.monotonic()
@@ -418,20 +456,26 @@ class Pool:
             task = self.inflight.get(seq)
             if task and seq not in self.marked:
                 self.marked.add(seq)
-                self.started.append(
-                    Started(task.run.id, task.run.attempt, _wall(now - (mono - begun)))
-                )
-        outcomes = list(self.buffered.values())
-        try:
-            applied = self.backend.complete(
-                self.worker_id, outcomes, self.started, self.audit is Audit.FULL
-            )
-        except DatabaseError as exc:
-            self._db_failed("flush", exc, mono)
+                at = _wall(now - (mono - begun))
+                self.started.append(Started(task.run.id, task.run.attempt, at))
+        with self.lock:
+            self.flushing, self.buffered = self.buffered, {}
+        self.flushing_started, self.started = self.started, []
+        outcomes = list(self.flushing.values())
+        started = self.flushing_started
+        audit_full = self.audit is Audit.FULL
+        return lambda: self.backend.complete(self.worker_id, outcomes, started, audit_full)
+
+    def _flushed(self, applied: set[str] | None, error: BaseException | None, now: float) -> None:
+        if error is not None or applied is None:
+            with self.lock:  # put it all back, to be tried again
+                self.buffered = {**self.flushing, **self.buffered}
+                self.flushing = {}
+            self.started = self.flushing_started + self.started
+            self._db_failed("flush", error, now)
             return
         self.stats.flushes += 1
-        self.started = []
-        for seq, outcome in list(self.buffered.items()):
+        for seq, outcome in list(self.flushing.items()):
             if outcome.id not in applied:
                 self.stats.discarded += 1
                 log.info(
@@ -448,17 +492,29 @@ class Pool:
             else:
                 self.stats.failed += 1
             self._forget(seq)
+        self.flushing_started = []
+
+    def _flush_now(self) -> None:
+        """Flush synchronously (at shutdown)."""
+        job = self._flush_job()
+        try:
+            applied: set[str] | None = job()
+        except DatabaseError as exc:
+            self._flushed(None, exc, time.monotonic())
+            return
+        self._flushed(applied, None, time.monotonic())
 
     def _forget(self, seq: int) -> None:
         with self.lock:
             task = self.inflight.pop(seq, None)
             self.buffered.pop(seq, None)
+            self.flushing.pop(seq, None)
             self.doomed.pop(seq, None)
             self.marked.discard(seq)
             if task is not None:
                 self.seq_by_id.pop(task.run.id, None)
 
-    def _db_failed(self, what: str, exc: DatabaseError, now: float) -> None:
+    def _db_failed(self, what: str, exc: BaseException | None, now: float) -> None:
         self.stats.db_errors += 1
         self.backoff = min(max(self.backoff * 2, 0.1), BACKOFF_MAX_SECONDS)
         self.next_poll = now + self.backoff
@@ -550,6 +606,9 @@ class Pool:
         """Release what never started, let running runs finish, flush everything."""
         assert self.executor is not None
         self.stopping = True
+        now = time.monotonic()
+        for done in self.claimer.close() + self.flusher.close():  # what is under way finishes
+            self._completed(done, now)
         self._release(list(self.pending) + self.executor.take_unstarted())
         self.pending.clear()
         for result in self.executor.close(self.shutdown_grace):
@@ -557,7 +616,7 @@ class Pool:
         self._release(self.executor.take_unstarted())
         deadline = time.monotonic() + max(self.shutdown_grace, 1.0)
         while self.buffered and time.monotonic() < deadline:
-            self._flush()
+            self._flush_now()
             if self.buffered:
                 time.sleep(min(self.backoff or 0.1, 1.0))
         if self.buffered:
