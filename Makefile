@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all install run test lint format mypy bench clean
+.PHONY: all install run test lint format mypy bench bench-quick clean
 
 all: lint mypy test
 
@@ -38,8 +38,20 @@ format: $(STAMP)
 mypy: $(STAMP)
 	$(BIN)/mypy
 
+# Benchmarks print JSON lines and markdown rows; they assert nothing about time.
+# SWF_BENCH_DSN picks the server (default: the PostgreSQL on 127.0.0.1).
 bench: $(STAMP)
+	$(BIN)/python -m bench.enqueue
+	$(BIN)/python -m bench.drain
+	$(BIN)/python -m bench.latency
+	$(BIN)/python -m bench.scaling
 	$(BIN)/python -m pytest bench -m bench --benchmark-only -p no:cacheprovider
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench.enqueue --quick
+	$(BIN)/python -m bench.drain --quick
+	$(BIN)/python -m bench.latency --quick
+	$(BIN)/python -m bench.scaling --quick
 
 clean:
 	rm -rf $(VENV) demo.db demo.db-wal demo.db-shm .pytest_cache .mypy_cache .ruff_cache

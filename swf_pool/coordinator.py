@@ -295,6 +295,7 @@ class Pool:
             self.flusher.submit("flush", self._flush_job())
         if not self.stopping and not self.claiming:
             self._claim(now)
+            now = time.monotonic()
         self._dispatch()
         busy = self.inflight or self.claiming or self.flushing
         return not busy and not self.wanted
@@ -355,7 +356,16 @@ class Pool:
             due = self.backend.next_due(self.types, self.prefixes) if len(batch) < limit else None
             return batch, due
 
-        self.claimer.submit("claim", job)
+        if self.inflight:
+            self.claimer.submit("claim", job)
+            return
+        # idle: claim right here, one thread hop less between a NOTIFY and the start
+        try:
+            value = job()
+        except DatabaseError as exc:
+            self._claimed(None, exc, now)
+            return
+        self._claimed(value, None, now)
 
     def _claimed(
         self,

@@ -132,9 +132,13 @@ WITH expired AS (
     UNION ALL
     SELECT id, 'leased', jsonb_build_object('worker_id', %(worker)s::text, 'attempt', attempt)
     FROM claimed WHERE %(audit_full)s
+), async_commit AS (
+    -- A claim need not wait for its WAL flush: should the server crash and lose it, the run
+    -- is simply pending again (and a result written under the lost lease is fenced out).
+    SELECT set_config('synchronous_commit', 'off', true)
 )
 SELECT id, type, payload, attempt, max_attempts, created_at
-FROM claimed ORDER BY priority, created_at;
+FROM claimed CROSS JOIN async_commit ORDER BY priority, created_at;
 
 -- complete --
 -- One flush: the outcomes of finished attempts and the `started` events of attempts begun since
@@ -212,9 +216,11 @@ WITH held AS MATERIALIZED (
     INSERT INTO workflow_event (workflow_id, event_type, data)
     SELECT id, 'heartbeat', jsonb_build_object('extended_by_seconds', %(extend)s)
     FROM extended WHERE %(record)s
+), async_commit AS (
+    SELECT set_config('synchronous_commit', 'off', true)  -- as for claims: losing one is safe
 )
 SELECT h.id, e.id IS NOT NULL AS held, r.status
-FROM held h
+FROM held h CROSS JOIN async_commit
 LEFT JOIN extended e ON e.id = h.id
 LEFT JOIN workflow_run r
        ON r.id = h.id AND r.id = ANY(ARRAY(SELECT id FROM held)) AND r.deleted_at IS NULL;
