@@ -82,9 +82,13 @@ def main() -> None:
     ]
     best: dict[str, Any] = {}
     for batch in batches:
+        # each measurement on a fresh table: finished rows and dead tuples left by one would
+        # slow the next (table-size sensitivity is a scenario of its own)
         with Scratch(args.dsn) as scratch:
             top = ceiling(scratch.dsn, runs, batch)
+        with Scratch(args.dsn) as scratch:
             full, stats = pool_rate(scratch.dsn, runs, batch, "full")
+        with Scratch(args.dsn) as scratch:
             lean, _ = pool_rate(scratch.dsn, runs, batch, "failures")
         row = {
             "batch": batch,

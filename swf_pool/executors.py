@@ -16,6 +16,7 @@ import pickle
 import queue
 import signal
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -31,6 +32,7 @@ from .worker import SKIPPED, STOP, Result, Slot, Task, child_main, execute
 log = logging.getLogger("swf_pool.executors")
 
 SMALL_MESSAGE_BYTES = 16 * 1024  # below this a send never blocks on a busy worker's pipe
+READ_BYTES = 256 * 1024
 
 
 class Control(Protocol):
@@ -279,11 +281,29 @@ class _Child:
         self.process.start()
         child_end.close()
         self.sent: dict[int, Task] = {}  # seq -> task, until its result arrives
+        self.inbuf = bytearray()
 
-    def send(self, tasks: list[Task]) -> None:
-        self.conn.send_bytes(pickle.dumps(tasks, protocol=pickle.HIGHEST_PROTOCOL))
-        for task in tasks:
-            self.sent[task.seq] = task
+    def messages(self) -> list[Any]:
+        """Every message the worker has sent so far, read in bulk (one read per wake-up, not
+        two per message): multiprocessing frames, a 4-byte big-endian length then a pickle."""
+        fd = self.conn.fileno()
+        while self.conn.poll():
+            chunk = os.read(fd, READ_BYTES)
+            if not chunk:
+                break  # the process is gone; its sentinel tells the rest
+            self.inbuf += chunk
+        out = []
+        view = memoryview(self.inbuf)
+        at = 0
+        while len(view) - at >= 4:
+            (size,) = struct.unpack_from("!i", view, at)
+            if len(view) - at - 4 < size:
+                break
+            out.append(pickle.loads(view[at + 4 : at + 4 + size]))
+            at += 4 + size
+        view.release()
+        del self.inbuf[:at]
+        return out
 
 
 class ProcessExecutor:
@@ -340,7 +360,7 @@ class ProcessExecutor:
             if room <= 0 or not self.queue or not child.process.is_alive():
                 continue
             chunk = [self.queue.popleft() for _ in range(min(room, len(self.queue)))]
-            blob = pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL)
+            blob = pickle.dumps([t.wire() for t in chunk], protocol=pickle.HIGHEST_PROTOCOL)
             if child.sent and len(blob) > SMALL_MESSAGE_BYTES:
                 # a big message to a busy worker could block us: wait until it is idle
                 self.queue.extendleft(reversed(chunk))
@@ -367,18 +387,18 @@ class ProcessExecutor:
     def _receive(self, child: _Child) -> list[Result]:
         results = []
         try:
-            while child.conn.poll():
-                message = child.conn.recv()
-                if isinstance(message, Result):
-                    child.sent.pop(message.seq, None)
-                    results.append(message)
+            for message in child.messages():
+                if isinstance(message[0], int):  # a Result, as a tuple
+                    result = Result(*message)
+                    child.sent.pop(result.seq, None)
+                    results.append(result)
                 elif message[0] == "fatal":
                     raise ConfigError(f"a worker process could not start: {message[1]}")
                 else:  # ("heartbeat", seq, seconds): answer at once, the handler waits
                     _, seq, seconds = message
                     state = self.control.extend_lease(seq, seconds)
                     child.conn.send(("lease", state.value))
-        except (EOFError, OSError):
+        except OSError:
             pass  # the process died; its sentinel tells the rest
         return results
 

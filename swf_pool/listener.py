@@ -18,6 +18,7 @@ from .dsn import PostgresTarget
 log = logging.getLogger("swf_pool.listener")
 
 RECONNECT_MAX_SECONDS = 5.0
+STOP_CHECK_SECONDS = 0.05
 
 
 class Listener:
@@ -55,6 +56,6 @@ class Listener:
             self.ready.set()
             self.on_notify()  # anything inserted while we were not listening
             while not self._stop.is_set():
-                # a short timeout so that stopping never waits long
-                if any(True for _ in conn.notifies(timeout=0.5)):
+                # a short timeout, so that stopping never waits long
+                if any(True for _ in conn.notifies(timeout=STOP_CHECK_SECONDS)):
                     self.on_notify()

@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -33,6 +34,19 @@ class Task:
     seq: int
     run: Claimed
 
+    def wire(self) -> tuple[Any, ...]:
+        """A plain tuple to send to a worker process (pickles ~6x faster than dataclasses)."""
+        run = self.run
+        return (self.seq, run.id, run.type, run.payload, run.attempt, run.max_attempts)
+
+    @classmethod
+    def from_wire(cls, wire: tuple[Any, ...]) -> Task:
+        seq, run_id, type_, payload, attempt, max_attempts = wire
+        return cls(seq, Claimed(run_id, type_, payload, attempt, max_attempts, _NO_TIME))
+
+
+_NO_TIME = datetime.fromtimestamp(0, UTC)  # a worker process does not need created_at
+
 
 @dataclass(frozen=True)
 class Result:
@@ -44,6 +58,9 @@ class Result:
     permanent: bool = False
     started: float = 0.0  # wall clock (time.time()) when the handler began
     duration: float = 0.0
+
+    def wire(self) -> tuple[Any, ...]:
+        return (self.seq, self.ok, self.value, self.permanent, self.started, self.duration)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -117,6 +134,7 @@ class Slot:
 
 
 STOP = "stop"  # coordinator -> worker: finish the current task, then exit
+LOOK_SECONDS = 0.005  # how often a busy worker checks its pipe between tasks
 SKIPPED = "cancelled before it started"  # the result of a task whose handler never ran
 
 
@@ -143,14 +161,14 @@ class _ChildControl:
     def receive(self, message: Any) -> bool:
         """Take in tasks, a cancel or a stop; False for anything else (a heartbeat reply)."""
         if isinstance(message, list):
-            self.inbox.extend(message)
+            self.inbox.extend(map(Task.from_wire, message))
         elif message == STOP:
             self.stopping = True
         elif message[0] == "cancel":
             # a task cancelled before it started is skipped: its handler never runs
             for task in [t for t in self.inbox if t.seq == message[1]]:
                 self.inbox.remove(task)
-                self.conn.send(Result(task.seq, False, SKIPPED))
+                self.conn.send(Result(task.seq, False, SKIPPED).wire())
         else:
             return False
         return True
@@ -193,19 +211,23 @@ def child_main(
     inbox: deque[Task] = deque()
     control = _ChildControl(conn, slot, inbox)
     done = 0
+    looked = 0.0
     while not control.stopping and (max_tasks is None or done < max_tasks):
-        while conn.poll() or not inbox:
-            try:
-                control.receive(conn.recv())
-            except EOFError:  # the coordinator is gone
-                os._exit(0)
-            if control.stopping:
-                return
+        # between tasks, look for messages (cancels, more tasks) now and then, or wait for them
+        if not inbox or time.monotonic() - looked > LOOK_SECONDS:
+            looked = time.monotonic()
+            while not inbox or conn.poll():
+                try:
+                    control.receive(conn.recv())
+                except EOFError:  # the coordinator is gone
+                    os._exit(0)
+                if control.stopping:
+                    return
         task = inbox.popleft()
         control.seq = task.seq
         if not slot.begin(task.seq):
             return  # the pool stops: what is left in the inbox never started
         result = execute(registry, task, control, worker_id)
-        conn.send(result)  # synchronous: once it returns, the result survives our death
+        conn.send(result.wire())  # synchronous: once it returns, the result survives our death
         slot.end()
         done += 1
