@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import builtins
+import os
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -171,7 +173,7 @@ def new_run(
 ) -> NewRun:
     """Validate `submit`'s arguments into a `NewRun`, or raise a `ValidationError`."""
     return NewRun(
-        id=str(uuid.uuid4()),
+        id=uuid7(),
         type=_type(type),
         payload=codec.encode(payload),
         priority=_bounded("priority", priority, -INT32_MAX - 1, INT32_MAX),
@@ -179,6 +181,17 @@ def new_run(
         idempotency_key=_key(idempotency_key),
         run_at=_when(run_at, run_in),
     )
+
+
+def uuid7() -> str:
+    """A time-ordered UUID (version 7, RFC 9562): new rows land at the right edge of the
+    primary key's index instead of at random pages, which keeps bulk inserts fast."""
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (millis << 80) | (0x7 << 76) | ((rand >> 64) & 0xFFF) << 64
+    value |= (0b10 << 62) | (rand & ((1 << 62) - 1))
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def _audit(value: Audit | str) -> Audit:

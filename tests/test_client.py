@@ -216,3 +216,16 @@ def test_submit_notifies_once_per_statement(postgres_dsn: str) -> None:
         wait_until(drained)
         drained()  # anything more would show up here
         assert seen == ["swf_pool.workflow", "swf_pool.workflow"]
+
+
+def test_run_ids_are_time_ordered_uuids(client: Client) -> None:
+    """Version 7 ids: bulk inserts append to the primary key instead of splitting pages."""
+    import uuid
+
+    ids = [s.id for s in client.submit_many({"type": "a.v1"} for _ in range(50))]
+    parsed = [uuid.UUID(i) for i in ids]
+    assert {u.version for u in parsed} == {7}
+    assert {u.variant for u in parsed} == {uuid.RFC_4122}
+    stamps = [u.int >> 80 for u in parsed]
+    assert stamps == sorted(stamps)
+    assert abs(stamps[0] / 1000 - datetime.now(UTC).timestamp()) < 60
