@@ -7,17 +7,17 @@ coordinator can tell their handlers and discard their results.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Sequence
 
 from .backends import Backend
 from .errors import DatabaseError
 from .models import Lease, LeaseState
+from .threads import Background
 
 log = logging.getLogger("swf_pool.heartbeat")
 
 
-class Heartbeat:
+class Heartbeat(Background):
     def __init__(
         self,
         backend: Backend,
@@ -34,19 +34,10 @@ class Heartbeat:
         self.leases = leases
         self.report = report
         self.beats = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="swf-heartbeat", daemon=True)
+        super().__init__("swf-heartbeat")
 
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+    def loop(self) -> None:
+        while not self.stopping.wait(self.interval):
             self.beat()
 
     def beat(self) -> None:

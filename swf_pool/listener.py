@@ -14,6 +14,7 @@ from psycopg import sql
 
 from .backends.postgres import notify_channel
 from .dsn import PostgresTarget
+from .threads import Background
 
 log = logging.getLogger("swf_pool.listener")
 
@@ -21,32 +22,23 @@ RECONNECT_MAX_SECONDS = 5.0
 STOP_CHECK_SECONDS = 0.05
 
 
-class Listener:
+class Listener(Background):
     def __init__(self, target: PostgresTarget, on_notify: Callable[[], None]) -> None:
         self.target = target
         self.on_notify = on_notify
         self.ready = threading.Event()  # set once LISTEN is in place
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="swf-listener", daemon=True)
+        super().__init__("swf-listener")
 
-    def __enter__(self) -> Listener:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
+    def loop(self) -> None:
         delay = 0.1
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             try:
                 self._listen()
                 delay = 0.1
             except psycopg.Error as exc:
                 self.ready.clear()
                 log.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, delay)
-                self._stop.wait(delay)
+                self.stopping.wait(delay)
                 delay = min(delay * 2, RECONNECT_MAX_SECONDS)
 
     def _listen(self) -> None:
@@ -55,7 +47,7 @@ class Listener:
             conn.execute(sql.SQL("LISTEN {}").format(channel))
             self.ready.set()
             self.on_notify()  # anything inserted while we were not listening
-            while not self._stop.is_set():
+            while not self.stopping.is_set():
                 # a short timeout, so that stopping never waits long
                 if any(True for _ in conn.notifies(timeout=STOP_CHECK_SECONDS)):
                     self.on_notify()
