@@ -8,10 +8,12 @@ from .errors import (
     DatabaseError,
     InvalidDsn,
     InvalidPayload,
+    InvalidSchedule,
     MigrationError,
     PermanentError,
     RunAlreadyFinished,
     RunNotFound,
+    ScheduleNotFound,
     SchemaNotReady,
     SwfError,
     ValidationError,
@@ -19,6 +21,8 @@ from .errors import (
 from .handlers import Registry, Run
 from .models import Audit, Event, EventType, RunRecord, Status, Submitted
 from .retry import Exponential, Fixed, GoBackoff, NoRetry, RetryPolicy
+from .schedules import MissedPolicy, Schedule
+from .ticker import Ticker
 
 __all__ = [
     "Audit",
@@ -33,7 +37,9 @@ __all__ = [
     "GoBackoff",
     "InvalidDsn",
     "InvalidPayload",
+    "InvalidSchedule",
     "MigrationError",
+    "MissedPolicy",
     "NoRetry",
     "PermanentError",
     "Pool",
@@ -44,9 +50,12 @@ __all__ = [
     "RunAlreadyFinished",
     "RunNotFound",
     "RunRecord",
+    "Schedule",
+    "ScheduleNotFound",
     "SchemaNotReady",
     "Status",
     "Submitted",
     "SwfError",
+    "Ticker",
     "ValidationError",
 ]

@@ -13,7 +13,7 @@ from typing import Any
 
 from . import codec
 from .backends import Backend, open_backend
-from .errors import RunAlreadyFinished, RunNotFound, ValidationError
+from .errors import RunAlreadyFinished, RunNotFound, ScheduleNotFound, ValidationError
 from .migrate import ensure_ready
 from .migrate import up as migrate_up
 from .models import (
@@ -27,6 +27,14 @@ from .models import (
     RunRecord,
     Status,
     Submitted,
+)
+from .schedules import (
+    DEFAULT_CATCH_UP_LIMIT,
+    MissedPolicy,
+    Schedule,
+    first_fire,
+    validate_cron,
+    validate_zone,
 )
 
 INT32_MAX = 2**31 - 1
@@ -60,6 +68,7 @@ class Client:
         except BaseException:
             self.backend.close()
             raise
+        self.schedules = Schedules(self.backend)
 
     def close(self) -> None:
         self.backend.close()
@@ -155,6 +164,40 @@ class Client:
         )
         return self.backend.list_runs(filters)
 
+    def schedule(
+        self,
+        type: str,
+        payload: Any = None,
+        *,
+        cron: str,
+        timezone: str = "UTC",
+        priority: int = DEFAULT_PRIORITY,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        missed: MissedPolicy | str = MissedPolicy.SKIP,
+        catch_up_limit: int = DEFAULT_CATCH_UP_LIMIT,
+    ) -> str:
+        """Create a recurring schedule; return its id. Manage it with `client.schedules`.
+
+        `cron`: 5 fields or @hourly/@daily/@weekly/@monthly/@yearly, on the wall clock of the
+        IANA `timezone`. `missed`: what a ticker that was down does with the fires it missed,
+        "skip" (one run, then the next future time; the Go library's way) or "catch_up" (one
+        run per missed fire, at most `catch_up_limit`).
+        """
+        values = _schedule_values(
+            uuid7(),
+            type,
+            payload,
+            cron,
+            timezone,
+            priority,
+            max_attempts,
+            missed,
+            catch_up_limit,
+            enabled=True,
+        )
+        self.backend.create_schedule(values)
+        return str(values["id"])
+
     def events(self, run_id: str) -> builtins.list[Event]:
         """The run's audit trail, oldest first."""
         key = _uuid(run_id)
@@ -170,8 +213,11 @@ def new_run(
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     run_at: datetime | None = None,
     run_in: timedelta | float | None = None,
+    created: str | None = None,
 ) -> NewRun:
-    """Validate `submit`'s arguments into a `NewRun`, or raise a `ValidationError`."""
+    """Validate `submit`'s arguments into a `NewRun`, or raise a `ValidationError`.
+
+    `created` is the JSON data of the run's `created` event (the ticker names the schedule)."""
     return NewRun(
         id=uuid7(),
         type=_type(type),
@@ -180,6 +226,7 @@ def new_run(
         max_attempts=_bounded("max_attempts", max_attempts, 1, INT32_MAX),
         idempotency_key=_key(idempotency_key),
         run_at=_when(run_at, run_in),
+        created=created,
     )
 
 
@@ -275,3 +322,105 @@ def _uuid(value: object) -> str | None:
         return str(uuid.UUID(str(value)))
     except ValueError:
         return None
+
+
+class Schedules:
+    """`client.schedules`: read and change schedules (create them with `client.schedule`)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def get(self, schedule_id: str) -> Schedule | None:
+        key = _uuid(schedule_id)
+        return None if key is None else self.backend.get_schedule(key)
+
+    def list(self) -> builtins.list[Schedule]:
+        """Every schedule that is not deleted, oldest first."""
+        return self.backend.list_schedules()
+
+    def pause(self, schedule_id: str) -> Schedule:
+        return self.update(schedule_id, enabled=False)
+
+    def resume(self, schedule_id: str) -> Schedule:
+        """Enable again, from now on: fires missed while paused are not made up."""
+        return self.update(schedule_id, enabled=True)
+
+    def delete(self, schedule_id: str) -> None:
+        """Soft delete: the row stays, with `deleted_at` set; it never fires again."""
+        key = _uuid(schedule_id)
+        if key is None or not self.backend.delete_schedule(key):
+            raise ScheduleNotFound(f"schedule {schedule_id!r} not found")
+
+    def update(self, schedule_id: str, **changes: Any) -> Schedule:
+        """Change any of cron, timezone, payload, priority, max_attempts, missed,
+        catch_up_limit, enabled; the next fire is recomputed from now."""
+        allowed = {
+            "cron",
+            "timezone",
+            "payload",
+            "priority",
+            "max_attempts",
+            "missed",
+            "catch_up_limit",
+            "enabled",
+        }
+        unknown = sorted(set(changes) - allowed)
+        if unknown:
+            raise ValidationError(f"unknown schedule field(s): {', '.join(unknown)}")
+        current = self.get(schedule_id)
+        if current is None:
+            raise ScheduleNotFound(f"schedule {schedule_id!r} not found")
+        merged = {
+            "cron": current.cron,
+            "timezone": current.timezone,
+            "payload": current.payload,
+            "priority": current.priority,
+            "max_attempts": current.max_attempts,
+            "missed": current.missed_policy,
+            "catch_up_limit": current.catch_up_limit,
+            "enabled": current.enabled,
+            **changes,
+        }
+        enabled = merged.pop("enabled")
+        if not isinstance(enabled, bool):
+            raise ValidationError(f"enabled must be true or false, got {enabled!r}")
+        values = _schedule_values(current.id, current.type, enabled=enabled, **merged)
+        if not self.backend.update_schedule(values):
+            raise ScheduleNotFound(f"schedule {schedule_id!r} not found")
+        updated = self.backend.get_schedule(current.id)
+        assert updated is not None
+        return updated
+
+
+def _schedule_values(
+    schedule_id: str,
+    type: str,
+    payload: Any,
+    cron: str,
+    timezone: str,
+    priority: int,
+    max_attempts: int,
+    missed: MissedPolicy | str,
+    catch_up_limit: int,
+    *,
+    enabled: bool,
+) -> dict[str, Any]:
+    """Validate a schedule into the parameters of its statements (nothing is written)."""
+    try:
+        policy = MissedPolicy(missed)
+    except ValueError:
+        raise ValidationError(f"missed must be skip or catch_up, got {missed!r}") from None
+    text = validate_cron(cron)
+    return {
+        "id": schedule_id,
+        "type": _type(type),
+        "payload": codec.encode(payload),
+        "cron": text,
+        "timezone": validate_zone(timezone).key,
+        "next_run_at": first_fire(text, timezone, datetime.now(UTC)),
+        "priority": _bounded("priority", priority, -INT32_MAX - 1, INT32_MAX),
+        "max_attempts": _bounded("max_attempts", max_attempts, 1, INT32_MAX),
+        "missed_policy": policy.value,
+        "catch_up_limit": _bounded("catch_up_limit", catch_up_limit, 1, 10_000),
+        "enabled": enabled,
+    }

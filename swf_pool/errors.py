@@ -4,13 +4,15 @@
     ├── ConfigError            bad settings: a value out of range, an unknown option
     │   └── InvalidDsn         a connection string that cannot be parsed
     ├── ValidationError        bad input to the API; nothing was written
-    │   └── InvalidPayload     a payload or result that is not JSON
+    │   ├── InvalidPayload     a payload or result that is not JSON
+    │   └── InvalidSchedule    a cron expression or time zone that cannot be used
     ├── DatabaseError          the database could not be used
     │   ├── ConnectError       the server cannot be reached or refuses us
     │   ├── SchemaNotReady     the schema is missing or not migrated
     │   └── MigrationError     a migration could not be applied
     ├── RunNotFound            no such run (or it is soft-deleted)
-    └── RunAlreadyFinished     the run is succeeded, failed or cancelled
+    ├── RunAlreadyFinished     the run is succeeded, failed or cancelled
+    └── ScheduleNotFound       no such schedule (or it is deleted)
 
 `PermanentError` is raised by handlers, not by swf-pool: it fails a run at once, without retry.
 """
@@ -63,6 +65,14 @@ class RunNotFound(SwfError, LookupError):
 
 class RunAlreadyFinished(SwfError):
     """Workflow run is already finished."""
+
+
+class InvalidSchedule(ValidationError):
+    """Invalid cron expression or time zone."""
+
+
+class ScheduleNotFound(SwfError, LookupError):
+    """Schedule not found."""
 
 
 class PermanentError(Exception):

@@ -70,6 +70,7 @@ class NewRun:
     max_attempts: int
     idempotency_key: str | None
     run_at: datetime | None  # None: now, by the database clock
+    created: str | None = None  # JSON data of its `created` event (e.g. which schedule fired)
 
 
 @dataclass(frozen=True)

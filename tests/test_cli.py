@@ -33,11 +33,13 @@ def test_migrate_status_up_down(tmp_path: Path) -> None:
         "0001_workflow_tables",
         "pending",
         "0002_swf_pool_claim",
+        "pending",
+        "0003_schedule_policies",
     ]
     out = cli("migrate", "up", "--dsn", dsn)
-    assert out.returncode == 0 and "applied 2 migration(s)" in out.stdout
-    out = cli("migrate", "down", "--dsn", dsn)
-    assert "reverted 1 migration(s)\n  0002_swf_pool_claim" in out.stdout
+    assert out.returncode == 0 and "applied 3 migration(s)" in out.stdout
+    out = cli("migrate", "down", "--dsn", dsn, "--steps", "2")
+    assert "reverted 2 migration(s)\n  0003_schedule_policies\n  0002_swf_pool_claim" in out.stdout
     assert cli("migrate", "status", "--dsn", dsn).stdout.split()[:4] == [
         "applied",
         "0001_workflow_tables",

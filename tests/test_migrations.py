@@ -69,6 +69,14 @@ CONTRACT = {
         "deleted_at": ("timestamp with time zone", True),
     },
 }
+# swf-pool's additive columns (migration 0003)
+ADDITIVE = {
+    "workflow_schedule": {
+        "missed_policy": ("text", False),
+        "catch_up_limit": ("integer", False),
+        "last_error": ("text", True),
+    },
+}
 OUR_INDEXES = {"swf_run_pending_idx", "swf_run_leased_idx", "swf_run_type_created_idx"}
 
 
@@ -90,7 +98,7 @@ def pg_columns(dsn: str) -> dict[str, dict[str, tuple[str, bool]]]:
 def test_postgres_schema_matches_the_contract(postgres_dsn: str) -> None:
     columns = pg_columns(postgres_dsn)
     for table, expected in CONTRACT.items():
-        assert columns[table] == expected, table
+        assert columns[table] == {**expected, **ADDITIVE.get(table, {})}, table
     indexes = {
         r["indexname"]: r["indexdef"]
         for r in sql(
@@ -110,7 +118,8 @@ def test_code_reads_every_contract_column() -> None:
 
 
 def test_sqlite_schema_has_the_contract_columns(sqlite_dsn: str) -> None:
-    for table, expected in CONTRACT.items():
+    for table, contract in CONTRACT.items():
+        expected = {**contract, **ADDITIVE.get(table, {})}
         rows = sql(sqlite_dsn, f"PRAGMA table_info({table})")
         assert {r["name"] for r in rows} == set(expected), table
         nullable = {r["name"]: not r["notnull"] and not r["pk"] for r in rows}
@@ -124,17 +133,17 @@ def test_sqlite_schema_has_the_contract_columns(sqlite_dsn: str) -> None:
 def test_up_down_up_and_status(pg_empty: str) -> None:
     backend = open_backend(pg_empty)
     try:
-        assert [applied for _, applied in migrations.status(backend)] == [False, False]
-        assert [m.version for m in migrations.up(backend)] == [1, 2]
+        assert [applied for _, applied in migrations.status(backend)] == [False] * 3
+        assert [m.version for m in migrations.up(backend)] == [1, 2, 3]
         assert migrations.up(backend) == []
-        assert [applied for _, applied in migrations.status(backend)] == [True, True]
-        assert [m.version for m in migrations.down(backend, steps=2)] == [2, 1]
+        assert [applied for _, applied in migrations.status(backend)] == [True] * 3
+        assert [m.version for m in migrations.down(backend, steps=3)] == [3, 2, 1]
         assert "workflow_run" not in pg_columns(pg_empty)
         migrations.up(backend)
         assert pg_columns(pg_empty)["workflow_run"] == CONTRACT["workflow_run"]
         # goose's own table records the versions, so goose sees the same state
         versions = sql(pg_empty, "SELECT version_id FROM workflow.goose_db_version ORDER BY id")
-        assert [r["version_id"] for r in versions] == [0, 1, 2]
+        assert [r["version_id"] for r in versions] == [0, 1, 2, 3]
     finally:
         backend.close()
 

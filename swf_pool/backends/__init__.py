@@ -6,9 +6,9 @@ pool, migrations) is backend-agnostic.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..dsn import PostgresTarget, Target, parse_dsn
 from ..migrate import Migration
@@ -25,6 +25,11 @@ from ..models import (
     Status,
     Submitted,
 )
+from ..schedules import FirePlan, Schedule
+
+# A ticker's decision for one due schedule: the runs to create and what happens next.
+Planner = Callable[[Schedule], tuple[list[NewRun], FirePlan]]
+Fired = tuple[Schedule, FirePlan, int]  # the schedule, its plan, how many runs were created
 
 
 class Backend(Protocol):
@@ -69,6 +74,15 @@ class Backend(Protocol):
     def release(self, worker_id: str, leases: Sequence[Lease]) -> set[str]: ...
     def next_due(self, types: Sequence[str], prefixes: Sequence[str]) -> datetime | None: ...
     def register(self, names: Sequence[str]) -> None: ...
+
+    # schedules
+    def create_schedule(self, values: dict[str, Any]) -> None: ...
+    def get_schedule(self, schedule_id: str) -> Schedule | None: ...
+    def list_schedules(self) -> list[Schedule]: ...
+    def update_schedule(self, values: dict[str, Any]) -> bool: ...
+    def delete_schedule(self, schedule_id: str) -> bool: ...
+    def fire_schedules(self, now: datetime, limit: int, planner: Planner) -> list[Fired]: ...
+    def next_schedule_due(self) -> datetime | None: ...
 
 
 def open_backend(dsn: str | Target, *, pool_size: int = 4) -> Backend:

@@ -31,7 +31,8 @@ from ..models import (
     Status,
     Submitted,
 )
-from . import lease_state
+from ..schedules import Schedule
+from . import Fired, Planner, lease_state
 
 Q = queries.load("postgres")
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -119,32 +120,8 @@ class PostgresBackend:
     # -- producer side ------------------------------------------------------------------------
 
     def submit(self, runs: Sequence[NewRun], audit_full: bool) -> list[Submitted]:
-        rows = [
-            {
-                "id": r.id,
-                "type": r.type,
-                "payload": orjson.Fragment(r.payload),
-                "priority": r.priority,
-                "max_attempts": r.max_attempts,
-                "idempotency_key": r.idempotency_key,
-                "run_at": r.run_at,
-            }
-            for r in runs
-        ]
-        params = {"runs": _json(rows), "audit_full": audit_full}
         with self._conn() as conn:
-            created = {str(row["id"]) for row in conn.execute(Q["submit"], params)}
-            missing = [r.idempotency_key for r in runs if r.id not in created]
-            existing = {}
-            if missing:
-                found = conn.execute(Q["ids_by_key"], {"keys": missing})
-                existing = {row["idempotency_key"]: str(row["id"]) for row in found}
-        return [
-            Submitted(r.id, True)
-            if r.id in created
-            else Submitted(existing[str(r.idempotency_key)], False)
-            for r in runs
-        ]
+            return _submit(conn, runs, audit_full)
 
     def get(self, run_id: str) -> RunRecord | None:
         rows = self._rows("get_run", {"id": run_id})
@@ -241,6 +218,80 @@ class PostgresBackend:
     def register(self, names: Sequence[str]) -> None:
         with self._conn() as conn:
             conn.execute(Q["register"], {"names": sorted(set(names))})
+
+    # -- schedules ----------------------------------------------------------------------------
+
+    def create_schedule(self, values: dict[str, Any]) -> None:
+        with self._conn() as conn:
+            conn.execute(Q["create_schedule"], values)
+
+    def get_schedule(self, schedule_id: str) -> Schedule | None:
+        rows = self._rows("get_schedule", {"id": schedule_id})
+        return Schedule.from_row(rows[0]) if rows else None
+
+    def list_schedules(self) -> list[Schedule]:
+        return [Schedule.from_row(row) for row in self._rows("list_schedules", {})]
+
+    def update_schedule(self, values: dict[str, Any]) -> bool:
+        return bool(self._rows("update_schedule", values))
+
+    def delete_schedule(self, schedule_id: str) -> bool:
+        return bool(self._rows("delete_schedule", {"id": schedule_id}))
+
+    def fire_schedules(self, now: datetime, limit: int, planner: Planner) -> list[Fired]:
+        """Lock the due schedules (others' tickers skip them), fire, advance: one transaction."""
+        fired: list[Fired] = []
+        with self._conn() as conn, conn.transaction():
+            for row in conn.execute(Q["due_schedules"], {"now": now, "limit": limit}).fetchall():
+                schedule = Schedule.from_row(row)
+                runs, plan = planner(schedule)
+                if plan.next_run_at is None:
+                    conn.execute(Q["disable_schedule"], {"id": schedule.id, "error": plan.error})
+                    fired.append((schedule, plan, 0))
+                    continue
+                created = sum(s.created for s in _submit(conn, runs, True)) if runs else 0
+                last = plan.fires[-1] if plan.fires else schedule.last_run_at
+                conn.execute(
+                    Q["advance_schedule"],
+                    {"id": schedule.id, "last_run_at": last, "next_run_at": plan.next_run_at},
+                )
+                fired.append((schedule, plan, created))
+        return fired
+
+    def next_schedule_due(self) -> datetime | None:
+        due: datetime | None = self._rows("next_schedule_due", {})[0]["due"]
+        return due
+
+
+def _submit(
+    conn: psycopg.Connection[Row], runs: Sequence[NewRun], audit_full: bool
+) -> list[Submitted]:
+    rows = [
+        {
+            "id": r.id,
+            "type": r.type,
+            "payload": orjson.Fragment(r.payload),
+            "priority": r.priority,
+            "max_attempts": r.max_attempts,
+            "idempotency_key": r.idempotency_key,
+            "run_at": r.run_at,
+            "created": None if r.created is None else orjson.Fragment(r.created),
+        }
+        for r in runs
+    ]
+    params = {"runs": _json(rows), "audit_full": audit_full}
+    created = {str(row["id"]) for row in conn.execute(Q["submit"], params)}
+    missing = [r.idempotency_key for r in runs if r.id not in created]
+    existing = {}
+    if missing:
+        found = conn.execute(Q["ids_by_key"], {"keys": missing})
+        existing = {row["idempotency_key"]: str(row["id"]) for row in found}
+    return [
+        Submitted(r.id, True)
+        if r.id in created
+        else Submitted(existing[str(r.idempotency_key)], False)
+        for r in runs
+    ]
 
 
 def _json(rows: Iterable[dict[str, Any]]) -> str:

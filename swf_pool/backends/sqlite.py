@@ -32,11 +32,12 @@ from ..models import (
     Status,
     Submitted,
 )
-from . import lease_state
+from ..schedules import Schedule
+from . import Fired, Planner, lease_state
 
 Q = queries.load("sqlite")
 BUSY_TIMEOUT_SECONDS = 30.0
-_TIME_COLUMNS = ("run_at", "lease_until", "created_at", "updated_at")
+_TIME_COLUMNS = ("run_at", "lease_until", "created_at", "updated_at", "next_run_at", "last_run_at")
 _JSON_COLUMNS = ("payload", "result", "data")
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
@@ -145,28 +146,8 @@ class SqliteBackend:
     # -- producer side ------------------------------------------------------------------------
 
     def submit(self, runs: Sequence[NewRun], audit_full: bool) -> list[Submitted]:
-        now = _now()
-        out = []
         with self._tx() as db:
-            for run in runs:
-                params = {
-                    "id": run.id,
-                    "type": run.type,
-                    "payload": run.payload,
-                    "priority": run.priority,
-                    "max_attempts": run.max_attempts,
-                    "key": run.idempotency_key,
-                    "now": now,
-                    "run_at": format_time(run.run_at) if run.run_at else None,
-                }
-                if db.execute(Q["submit"], params).fetchone():
-                    out.append(Submitted(run.id, True))
-                    if audit_full:
-                        _event(db, run.id, EventType.CREATED, None, now)
-                else:
-                    row = db.execute(Q["id_by_key"], {"key": run.idempotency_key}).fetchone()
-                    out.append(Submitted(row["id"], False))
-        return out
+            return _submit(db, runs, audit_full, _now())
 
     def get(self, run_id: str) -> RunRecord | None:
         rows = self._rows("get_run", {"id": run_id})
@@ -350,10 +331,91 @@ class SqliteBackend:
             for name in sorted(set(names)):
                 db.execute(Q["register"], {"id": str(uuid.uuid4()), "name": name, "now": now})
 
+    # -- schedules ----------------------------------------------------------------------------
+
+    def create_schedule(self, values: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute(Q["create_schedule"], {**_schedule_params(values), "now": _now()})
+
+    def get_schedule(self, schedule_id: str) -> Schedule | None:
+        rows = self._rows("get_schedule", {"id": schedule_id})
+        return Schedule.from_row(rows[0]) if rows else None
+
+    def list_schedules(self) -> list[Schedule]:
+        return [Schedule.from_row(row) for row in self._rows("list_schedules", {})]
+
+    def update_schedule(self, values: dict[str, Any]) -> bool:
+        params = {**_schedule_params(values), "now": _now()}
+        return bool(self._rows("update_schedule", params))
+
+    def delete_schedule(self, schedule_id: str) -> bool:
+        return bool(self._rows("delete_schedule", {"id": schedule_id, "now": _now()}))
+
+    def fire_schedules(self, now: datetime, limit: int, planner: Planner) -> list[Fired]:
+        """Fire the due schedules in one BEGIN IMMEDIATE transaction (tickers take turns)."""
+        fired: list[Fired] = []
+        stamp = _now()
+        with self._tx() as db:
+            due = db.execute(Q["due_schedules"], {"now": format_time(now), "limit": limit})
+            for row in due.fetchall():
+                schedule = Schedule.from_row(_dict(row))
+                runs, plan = planner(schedule)
+                if plan.next_run_at is None:
+                    params = {"id": schedule.id, "error": plan.error, "now": stamp}
+                    db.execute(Q["disable_schedule"], params)
+                    fired.append((schedule, plan, 0))
+                    continue
+                created = sum(s.created for s in _submit(db, runs, True, stamp))
+                last = plan.fires[-1] if plan.fires else schedule.last_run_at
+                db.execute(
+                    Q["advance_schedule"],
+                    {
+                        "id": schedule.id,
+                        "now": stamp,
+                        "last_run_at": format_time(last) if last else None,
+                        "next_run_at": format_time(plan.next_run_at),
+                    },
+                )
+                fired.append((schedule, plan, created))
+        return fired
+
+    def next_schedule_due(self) -> datetime | None:
+        return parse_time(self._rows("next_schedule_due", {})[0]["due"])
+
+
+def _submit(
+    db: sqlite3.Connection, runs: Sequence[NewRun], audit_full: bool, now: str
+) -> list[Submitted]:
+    out = []
+    for run in runs:
+        params = {
+            "id": run.id,
+            "type": run.type,
+            "payload": run.payload,
+            "priority": run.priority,
+            "max_attempts": run.max_attempts,
+            "key": run.idempotency_key,
+            "now": now,
+            "run_at": format_time(run.run_at) if run.run_at else None,
+        }
+        if db.execute(Q["submit"], params).fetchone():
+            out.append(Submitted(run.id, True))
+            if audit_full or run.created is not None:
+                data = None if run.created is None else codec.decode(run.created)
+                _event(db, run.id, EventType.CREATED, data, now)
+        else:
+            row = db.execute(Q["id_by_key"], {"key": run.idempotency_key}).fetchone()
+            out.append(Submitted(row["id"], False))
+    return out
+
 
 def _event(db: sqlite3.Connection, run_id: str, kind: EventType, data: Any, now: str) -> None:
     encoded = None if data is None else codec.encode(data, "event data")
     db.execute(Q["insert_event"], {"id": run_id, "event": kind.value, "data": encoded, "now": now})
+
+
+def _schedule_params(values: dict[str, Any]) -> dict[str, Any]:
+    return {**values, "next_run_at": format_time(values["next_run_at"])}
 
 
 def _statements(script: str) -> list[str]:

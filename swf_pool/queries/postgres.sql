@@ -30,20 +30,24 @@ INSERT INTO goose_db_version (version_id, is_applied) VALUES (%(version)s, true)
 DELETE FROM goose_db_version WHERE version_id = %(version)s;
 
 -- submit --
--- The runs arrive as one JSON array (cheaper to send and parse than seven arrays).
-WITH inserted AS (
+-- The runs arrive as one JSON array (cheaper to send and parse than seven arrays). `created`
+-- is the data of the run's `created` event (a schedule's fire names its schedule).
+WITH runs AS MATERIALIZED (
+    SELECT * FROM jsonb_to_recordset(%(runs)s::jsonb)
+         AS t (id uuid, type text, payload jsonb, priority int, max_attempts int,
+               idempotency_key text, run_at timestamptz, created jsonb)
+), inserted AS (
     INSERT INTO workflow_run (id, type, payload, priority, max_attempts, idempotency_key, run_at)
     -- (a JSON null payload comes out of the recordset as SQL NULL: put it back)
     SELECT id, type, coalesce(payload, 'null'), priority, max_attempts, idempotency_key,
            coalesce(run_at, now())
-    FROM jsonb_to_recordset(%(runs)s::jsonb)
-         AS t (id uuid, type text, payload jsonb, priority int, max_attempts int,
-               idempotency_key text, run_at timestamptz)
+    FROM runs
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id
 ), events AS (
-    INSERT INTO workflow_event (workflow_id, event_type)
-    SELECT id, 'created' FROM inserted WHERE %(audit_full)s
+    INSERT INTO workflow_event (workflow_id, event_type, data)
+    SELECT i.id, 'created', r.created FROM inserted i JOIN runs r ON r.id = i.id
+    WHERE %(audit_full)s OR r.created IS NOT NULL
 )
 SELECT id FROM inserted;
 
@@ -230,3 +234,54 @@ INSERT INTO workflow_registry (workflow_name, runtime)
 SELECT name, 'python' FROM unnest(%(names)s::text[]) AS name
 ON CONFLICT (workflow_name) DO UPDATE
 SET runtime = excluded.runtime, is_enabled = true, deleted_at = NULL, updated_at = now();
+
+-- create_schedule --
+INSERT INTO workflow_schedule (id, type, payload, schedule, timezone, next_run_at, priority,
+                               max_attempts, missed_policy, catch_up_limit)
+VALUES (%(id)s, %(type)s, %(payload)s::jsonb, %(cron)s, %(timezone)s, %(next_run_at)s,
+        %(priority)s, %(max_attempts)s, %(missed_policy)s, %(catch_up_limit)s);
+
+-- get_schedule --
+SELECT id, type, payload, schedule, timezone, next_run_at, last_run_at, enabled, priority,
+       max_attempts, missed_policy, catch_up_limit, last_error
+FROM workflow_schedule WHERE id = %(id)s AND deleted_at IS NULL;
+
+-- list_schedules --
+SELECT id, type, payload, schedule, timezone, next_run_at, last_run_at, enabled, priority,
+       max_attempts, missed_policy, catch_up_limit, last_error
+FROM workflow_schedule WHERE deleted_at IS NULL ORDER BY created_at, id;
+
+-- update_schedule --
+UPDATE workflow_schedule
+SET payload = %(payload)s::jsonb, schedule = %(cron)s, timezone = %(timezone)s,
+    next_run_at = %(next_run_at)s, enabled = %(enabled)s, priority = %(priority)s,
+    max_attempts = %(max_attempts)s, missed_policy = %(missed_policy)s,
+    catch_up_limit = %(catch_up_limit)s, last_error = NULL, updated_at = now()
+WHERE id = %(id)s AND deleted_at IS NULL
+RETURNING id;
+
+-- delete_schedule --
+UPDATE workflow_schedule SET deleted_at = now(), enabled = false, updated_at = now()
+WHERE id = %(id)s AND deleted_at IS NULL
+RETURNING id;
+
+-- due_schedules --
+SELECT id, type, payload, schedule, timezone, next_run_at, last_run_at, enabled, priority,
+       max_attempts, missed_policy, catch_up_limit, last_error
+FROM workflow_schedule
+WHERE enabled AND deleted_at IS NULL AND next_run_at <= %(now)s
+ORDER BY next_run_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- advance_schedule --
+UPDATE workflow_schedule
+SET next_run_at = %(next_run_at)s, last_run_at = %(last_run_at)s, updated_at = now()
+WHERE id = %(id)s;
+
+-- disable_schedule --
+UPDATE workflow_schedule SET enabled = false, last_error = %(error)s, updated_at = now()
+WHERE id = %(id)s;
+
+-- next_schedule_due --
+SELECT min(next_run_at) AS due FROM workflow_schedule WHERE enabled AND deleted_at IS NULL;

@@ -129,3 +129,53 @@ INSERT INTO workflow_registry (id, workflow_name, runtime, created_at, updated_a
 VALUES (:id, :name, 'python', :now, :now)
 ON CONFLICT (workflow_name) DO UPDATE
 SET runtime = excluded.runtime, is_enabled = 1, deleted_at = NULL, updated_at = excluded.updated_at;
+
+-- create_schedule --
+INSERT INTO workflow_schedule (id, type, payload, schedule, timezone, next_run_at, priority,
+                               max_attempts, missed_policy, catch_up_limit, created_at,
+                               updated_at)
+VALUES (:id, :type, :payload, :cron, :timezone, :next_run_at, :priority, :max_attempts,
+        :missed_policy, :catch_up_limit, :now, :now);
+
+-- get_schedule --
+SELECT id, type, payload, schedule, timezone, next_run_at, last_run_at, enabled, priority,
+       max_attempts, missed_policy, catch_up_limit, last_error
+FROM workflow_schedule WHERE id = :id AND deleted_at IS NULL;
+
+-- list_schedules --
+SELECT id, type, payload, schedule, timezone, next_run_at, last_run_at, enabled, priority,
+       max_attempts, missed_policy, catch_up_limit, last_error
+FROM workflow_schedule WHERE deleted_at IS NULL ORDER BY created_at, id;
+
+-- update_schedule --
+UPDATE workflow_schedule
+SET payload = :payload, schedule = :cron, timezone = :timezone, next_run_at = :next_run_at,
+    enabled = :enabled, priority = :priority, max_attempts = :max_attempts,
+    missed_policy = :missed_policy, catch_up_limit = :catch_up_limit, last_error = NULL,
+    updated_at = :now
+WHERE id = :id AND deleted_at IS NULL
+RETURNING id;
+
+-- delete_schedule --
+UPDATE workflow_schedule SET deleted_at = :now, enabled = 0, updated_at = :now
+WHERE id = :id AND deleted_at IS NULL
+RETURNING id;
+
+-- due_schedules --
+SELECT id, type, payload, schedule, timezone, next_run_at, last_run_at, enabled, priority,
+       max_attempts, missed_policy, catch_up_limit, last_error
+FROM workflow_schedule
+WHERE enabled AND deleted_at IS NULL AND next_run_at <= :now
+ORDER BY next_run_at
+LIMIT :limit;
+
+-- advance_schedule --
+UPDATE workflow_schedule SET next_run_at = :next_run_at, last_run_at = :last_run_at,
+    updated_at = :now
+WHERE id = :id;
+
+-- disable_schedule --
+UPDATE workflow_schedule SET enabled = 0, last_error = :error, updated_at = :now WHERE id = :id;
+
+-- next_schedule_due --
+SELECT min(next_run_at) AS due FROM workflow_schedule WHERE enabled AND deleted_at IS NULL;
