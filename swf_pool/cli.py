@@ -7,8 +7,11 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from datetime import UTC
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from . import codec, migrate
 from .backends import open_backend
@@ -21,9 +24,11 @@ from .coordinator import (
     EXECUTORS,
     Pool,
 )
-from .errors import SwfError
+from .errors import ScheduleNotFound, SwfError, ValidationError
 from .handlers import load_registry
 from .models import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, Audit
+from .schedules import Schedule, upcoming
+from .ticker import TickerThread
 
 DEMO_DSN = "sqlite://demo.db"
 log = logging.getLogger("swf_pool")
@@ -129,6 +134,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--run-in", type=float, help="delay in seconds")
     _add_dsn(sub)
 
+    _add_run(commands)
+
+    ticker = commands.add_parser(
+        "scheduler", help="run the schedule ticker alone (any number may run at once)"
+    )
+    _add_dsn(ticker)
+
+    _add_schedule(commands)
+
+    demo = commands.add_parser("demo", help="submit and execute demo runs on a database")
+    demo.add_argument(
+        "--dsn",
+        default=_env("DSN", DEMO_DSN),
+        help=f"database for the demo (default {DEMO_DSN}; env SWF_DSN)",
+    )
+    demo.add_argument("--runs", type=_positive_int, default=3000)
+    demo.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=None,
+        help="worker processes (default: one per core)",
+    )
+    return parser
+
+
+def _add_run(commands: Any) -> None:
     run = commands.add_parser(
         "run",
         help="execute runs with the handlers of --app, in a pool of worker processes",
@@ -241,26 +272,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--drain", action="store_true", help="exit once no runnable run is left")
     run.add_argument(
+        "--schedules",
+        action="store_true",
+        default=_env("SCHEDULES", "") in ("1", "true", "yes"),
+        help="also run the schedule ticker (env SWF_SCHEDULES=1)",
+    )
+    run.add_argument(
         "--auto-migrate",
         action="store_true",
         default=_env("AUTO_MIGRATE", "") in ("1", "true", "yes"),
         help="apply pending migrations first (env SWF_AUTO_MIGRATE=1)",
     )
 
-    demo = commands.add_parser("demo", help="submit and execute demo runs on a database")
-    demo.add_argument(
-        "--dsn",
-        default=_env("DSN", DEMO_DSN),
-        help=f"database for the demo (default {DEMO_DSN}; env SWF_DSN)",
+
+def _add_schedule(commands: Any) -> None:
+    sched = commands.add_parser("schedule", help="create, show and change cron schedules")
+    actions = sched.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="create a schedule")
+    add.add_argument("type")
+    add.add_argument("payload", nargs="?", default="null", help="JSON payload (default null)")
+    add.add_argument(
+        "--cron", required=True, help="5 fields, or @hourly @daily @weekly @monthly @yearly"
     )
-    demo.add_argument("--runs", type=_positive_int, default=3000)
-    demo.add_argument(
-        "--processes",
-        type=_positive_int,
-        default=None,
-        help="worker processes (default: one per core)",
+    add.add_argument("--timezone", default="UTC", help="IANA zone (default UTC)")
+    _schedule_options(add)
+    _add_dsn(add)
+    for name, text in (("list", "list schedules, with their next fire times"),):
+        _add_dsn(actions.add_parser(name, help=text))
+    for name, text in (
+        ("show", "one schedule"),
+        ("pause", "stop firing"),
+        ("resume", "fire again, from now on"),
+        ("rm", "delete (soft)"),
+    ):
+        one = actions.add_parser(name, help=text)
+        one.add_argument("id")
+        _add_dsn(one)
+    upd = actions.add_parser("update", help="change a schedule")
+    upd.add_argument("id")
+    upd.add_argument("--cron")
+    upd.add_argument("--timezone")
+    upd.add_argument("--payload", help="JSON payload")
+    _schedule_options(upd)
+    _add_dsn(upd)
+
+
+def _schedule_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--priority", type=int, help="of the runs it creates (default 100)")
+    parser.add_argument("--max-attempts", type=int, help="of the runs it creates (default 3)")
+    parser.add_argument(
+        "--missed",
+        choices=["skip", "catch_up"],
+        help="fires missed while no ticker ran: skip (default) or catch_up",
     )
-    return parser
+    parser.add_argument("--catch-up-limit", type=int, help="most missed fires made up")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -301,10 +366,7 @@ def _migrate(args: argparse.Namespace) -> None:
 
 
 def _submit(args: argparse.Namespace) -> None:
-    try:
-        payload = codec.decode(args.payload)
-    except ValueError as exc:
-        raise SwfError(f"payload is not valid JSON: {exc}") from None
+    payload = _json_arg(args.payload)
     with Client(args.dsn) as client:
         result = client.submit(
             args.type,
@@ -337,6 +399,7 @@ def _run(args: argparse.Namespace) -> None:
             shutdown_grace=args.shutdown_grace,
             audit=args.audit,
             log_interval=args.log_interval,
+            schedules=args.schedules,
         )
         signals = []
 
@@ -364,13 +427,98 @@ def _run(args: argparse.Namespace) -> None:
         print(f"swf-pool: {stats.summary()}")
 
 
+def _scheduler(args: argparse.Namespace) -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with Client(args.dsn) as client, TickerThread(client):
+        log.info("schedule ticker on %s", client.backend.description)
+        stop.wait()
+
+
+def _schedule(args: argparse.Namespace) -> None:
+    with Client(args.dsn) as client:
+        if args.action == "add":
+            options = _given(args, "priority", "max_attempts", "missed", "catch_up_limit")
+            schedule_id = client.schedule(
+                args.type,
+                _json_arg(args.payload),
+                cron=args.cron,
+                timezone=args.timezone,
+                **options,
+            )
+            _print_schedule(client.schedules.get(schedule_id))
+        elif args.action == "list":
+            schedules = client.schedules.list()
+            for schedule in schedules:
+                _print_schedule(schedule)
+            if not schedules:
+                print("no schedules")
+        elif args.action == "update":
+            changes = _given(
+                args, "cron", "timezone", "priority", "max_attempts", "missed", "catch_up_limit"
+            )
+            if args.payload is not None:
+                changes["payload"] = _json_arg(args.payload)
+            _print_schedule(client.schedules.update(args.id, **changes))
+        elif args.action == "rm":
+            client.schedules.delete(args.id)
+            print(f"deleted {args.id}")
+        else:
+            method = {"pause": client.schedules.pause, "resume": client.schedules.resume}
+            found = (
+                method[args.action](args.id)
+                if args.action in method
+                else (client.schedules.get(args.id))
+            )
+            if found is None:
+                raise ScheduleNotFound(f"schedule {args.id!r} not found")
+            _print_schedule(found)
+
+
+def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _json_arg(text: str) -> Any:
+    try:
+        return codec.decode(text)
+    except ValueError as exc:
+        raise ValidationError(f"payload is not valid JSON: {exc}") from None
+
+
+def _print_schedule(schedule: Schedule | None) -> None:
+    """A schedule and its next three fire times, in its zone and in UTC."""
+    assert schedule is not None
+    state = "enabled" if schedule.enabled else "paused"
+    print(
+        f"{schedule.id}  {schedule.type}  '{schedule.cron}' {schedule.timezone}  {state}"
+        f"  missed={schedule.missed_policy}"
+    )
+    if schedule.last_error:
+        print(f"  error: {schedule.last_error}")
+    zone = ZoneInfo(schedule.timezone)
+    fires = [schedule.next_run_at]
+    fires += upcoming(schedule.cron, zone, schedule.next_run_at, 2)
+    for fire in fires:
+        local = fire.astimezone(zone)
+        print(f"  next {local:%Y-%m-%d %H:%M %Z}  ({fire.astimezone(UTC):%Y-%m-%d %H:%M} UTC)")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from . import demo
 
     demo.main(args.dsn, args.runs, args.processes)
 
 
-_COMMANDS = {"migrate": _migrate, "submit": _submit, "run": _run, "demo": _demo}
+_COMMANDS = {
+    "migrate": _migrate,
+    "submit": _submit,
+    "run": _run,
+    "scheduler": _scheduler,
+    "schedule": _schedule,
+    "demo": _demo,
+}
 
 
 if __name__ == "__main__":

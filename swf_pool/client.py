@@ -40,6 +40,7 @@ from .schedules import (
 INT32_MAX = 2**31 - 1
 MAX_TYPE_LENGTH = 255
 MAX_LIST_LIMIT = 1000
+DEFAULT_POOL_SIZE = 6  # claims, flushes, heartbeats, the ticker, handlers' heartbeats, API
 
 
 class Client:
@@ -56,7 +57,7 @@ class Client:
         *,
         migrate: bool = False,
         audit: Audit | str = Audit.FULL,
-        pool_size: int = 4,
+        pool_size: int = DEFAULT_POOL_SIZE,
     ) -> None:
         self.audit = _audit(audit)
         self.backend: Backend = open_backend(dsn, pool_size=pool_size)

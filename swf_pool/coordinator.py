@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .backends import Backend
+from .backends.postgres import notify_channel
 from .client import Client
 from .dsn import PostgresTarget
 from .errors import ConfigError, DatabaseError
@@ -43,6 +44,7 @@ from .models import (
 )
 from .retry import DEFAULT_POLICY, after_failure
 from .statements import Done, StatementThread
+from .ticker import TickerThread
 from .worker import SKIPPED, Result, Task
 
 log = logging.getLogger("swf_pool.pool")
@@ -123,6 +125,7 @@ class Pool:
         log_interval: float = DEFAULT_LOG_SECONDS,
         start_method: str | None = None,
         listen: bool = True,
+        schedules: bool = False,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.registry = load_registry(app) if isinstance(app, str) else app
@@ -166,6 +169,7 @@ class Pool:
         self.log_interval = log_interval
         self.start_method = start_method
         self.listen = listen
+        self.schedules = schedules  # run the schedule ticker too
         self.rand = rand
         self._owns_client = isinstance(client, str)
         self.client = Client(client) if isinstance(client, str) else client
@@ -238,8 +242,11 @@ class Pool:
             )
             target = getattr(self.backend, "target", None)
             if self.listen and isinstance(target, PostgresTarget):
-                listener = stack.enter_context(Listener(target, self._notified))
+                channel = notify_channel(target.schema)
+                listener = stack.enter_context(Listener(target, channel, self._notified))
                 listener.ready.wait(5)
+            if self.schedules:
+                stack.enter_context(TickerThread(self.client))
             try:
                 self._loop(stop, drain)
                 self._shutdown()

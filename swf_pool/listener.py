@@ -1,7 +1,5 @@
-"""LISTEN for the NOTIFY that every insert into workflow_run sends (PostgreSQL only).
-
-A burst of notifications sets one flag and wakes the coordinator once; it then claims once.
-"""
+"""LISTEN on a channel (PostgreSQL only): new runs for the pool, changed schedules for the
+ticker. A burst of notifications wakes the listener's owner once."""
 
 from __future__ import annotations
 
@@ -12,7 +10,6 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
-from .backends.postgres import notify_channel
 from .dsn import PostgresTarget
 from .threads import Background
 
@@ -23,8 +20,9 @@ STOP_CHECK_SECONDS = 0.05
 
 
 class Listener(Background):
-    def __init__(self, target: PostgresTarget, on_notify: Callable[[], None]) -> None:
+    def __init__(self, target: PostgresTarget, channel: str, on_notify: Callable[[], None]) -> None:
         self.target = target
+        self.channel = channel
         self.on_notify = on_notify
         self.ready = threading.Event()  # set once LISTEN is in place
         super().__init__("swf-listener")
@@ -43,8 +41,7 @@ class Listener(Background):
 
     def _listen(self) -> None:
         with psycopg.connect(self.target.conninfo, autocommit=True) as conn:
-            channel = sql.Identifier(notify_channel(self.target.schema))
-            conn.execute(sql.SQL("LISTEN {}").format(channel))
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
             self.ready.set()
             self.on_notify()  # anything inserted while we were not listening
             while not self.stopping.is_set():

@@ -11,12 +11,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime
+from typing import Self
 
 from . import codec
 from .backends import Planner
+from .backends.postgres import schedules_channel
 from .client import Client, new_run
+from .dsn import PostgresTarget
 from .errors import DatabaseError, ValidationError
+from .listener import Listener
 from .models import NewRun
 from .schedules import FirePlan, Schedule, idempotency_key, plan
 from .threads import Background
@@ -40,6 +45,11 @@ class Ticker:
         self.batch = batch
         self.max_sleep = max_sleep
         self.clock = clock
+        self.woken = threading.Event()
+
+    def wake(self) -> None:
+        """Tick now (a schedule was created or changed)."""
+        self.woken.set()
 
     def tick(self, now: datetime | None = None) -> int:
         """Fire every schedule due at `now` (default: the clock); return the runs created."""
@@ -74,23 +84,38 @@ class Ticker:
         return min(self.max_sleep, max(0.0, (due - now).total_seconds()))
 
     def run(self, stop: threading.Event) -> None:
-        """Tick until `stop` is set."""
+        """Tick until `stop` is set (set `woken` too, to stop at once)."""
         while not stop.is_set():
+            self.woken.clear()
             try:
                 self.tick()
                 wait = self.sleep_seconds(self.clock())
             except DatabaseError as exc:
                 log.warning("schedule tick failed (retrying in 1s): %s", exc)
                 wait = 1.0
-            stop.wait(wait)
+            self.woken.wait(wait)
 
 
 class TickerThread(Background):
-    """A ticker inside a pool or a server."""
+    """A ticker on a thread (in a pool, or alone), woken by NOTIFY on PostgreSQL."""
 
-    def __init__(self, ticker: Ticker) -> None:
-        self.ticker = ticker
+    def __init__(self, client: Client) -> None:
+        self.ticker = Ticker(client)
+        self._stack = ExitStack()
         super().__init__("swf-ticker")
+
+    def __enter__(self) -> Self:
+        target = getattr(self.ticker.client.backend, "target", None)
+        if isinstance(target, PostgresTarget):
+            channel = schedules_channel(target.schema)
+            self._stack.enter_context(Listener(target, channel, self.ticker.wake))
+        return super().__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.ticker.wake()
+        super().__exit__(*exc)
+        self._stack.close()
 
     def loop(self) -> None:
         self.ticker.run(self.stopping)

@@ -20,7 +20,7 @@ from swf_pool import (
 )
 from swf_pool.schedules import next_fire, upcoming
 
-from .helpers import count, sql
+from .helpers import count, sql, wait_until
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
@@ -267,3 +267,68 @@ def test_four_tickers_fire_two_hundred_schedules_exactly_once(dsn: str) -> None:
     assert errors == []
     assert sum(created) == 200
     assert count(dsn) == 200
+
+
+def test_a_sleeping_ticker_wakes_when_a_schedule_changes(postgres_dsn: str) -> None:
+    from swf_pool.ticker import TickerThread
+
+    with Client(postgres_dsn) as client, TickerThread(client) as thread:
+        assert thread.ticker.max_sleep >= 15
+        schedule_id = client.schedule("wake.v1", cron="0 0 1 1 *")  # next year
+        # due now, and re-enabled: the NOTIFY wakes the ticker long before its 15 s sleep
+        sql(
+            postgres_dsn,
+            "UPDATE workflow_schedule SET next_run_at = now(), enabled = true WHERE id = %s",
+            (schedule_id,),
+        )
+        wait_until(lambda: count(postgres_dsn) == 1, timeout=5)
+
+
+def test_the_pool_runs_the_ticker(dsn: str) -> None:
+    from swf_pool import Pool, Status
+
+    with Client(dsn) as client:
+        schedule_id = client.schedule("t.echo", {"from": "cron"}, cron="0 0 1 1 *")
+        set_next(dsn, schedule_id, datetime.now(UTC) - timedelta(seconds=1))
+        pool = Pool(client, "tests.apps:registry", processes=1, schedules=True)
+        thread = threading.Thread(target=pool.run, daemon=True)
+        thread.start()
+        try:
+            runs = wait_until(
+                lambda: [r for r in client.list(type="t.echo") if r.status is Status.SUCCEEDED],
+                timeout=20,
+            )
+        finally:
+            pool.request_stop()
+            thread.join(30)
+        assert runs[0].result["payload"] == {"from": "cron"}
+
+
+def test_schedule_cli(sqlite_dsn: str) -> None:
+    from .test_cli import cli
+
+    out = cli(
+        "schedule",
+        "add",
+        "report.v1",
+        '{"a": 1}',
+        "--cron",
+        "30 2 * * *",
+        "--timezone",
+        "America/New_York",
+        "--dsn",
+        sqlite_dsn,
+    )
+    assert out.returncode == 0, out.stderr
+    schedule_id = out.stdout.split()[0]
+    assert out.stdout.count("  next ") == 3 and "EST" in out.stdout and "UTC)" in out.stdout
+    assert "paused" in cli("schedule", "pause", schedule_id, "--dsn", sqlite_dsn).stdout
+    assert "enabled" in cli("schedule", "resume", schedule_id, "--dsn", sqlite_dsn).stdout
+    out = cli("schedule", "update", schedule_id, "--cron", "@hourly", "--dsn", sqlite_dsn)
+    assert "'@hourly'" in out.stdout
+    assert cli("schedule", "rm", schedule_id, "--dsn", sqlite_dsn).returncode == 0
+    assert cli("schedule", "list", "--dsn", sqlite_dsn).stdout.strip() == "no schedules"
+    out = cli("schedule", "show", schedule_id, "--dsn", sqlite_dsn)
+    assert out.returncode == 1 and "not found" in out.stderr
+    out = cli("schedule", "add", "x", "--cron", "* * *", "--dsn", sqlite_dsn)
+    assert out.returncode == 1 and "invalid cron expression" in out.stderr

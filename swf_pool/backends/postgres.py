@@ -45,6 +45,11 @@ def notify_channel(schema: str) -> str:
     return f"swf_pool.{schema}"
 
 
+def schedules_channel(schema: str) -> str:
+    """The channel notified when schedules are created or changed (migration 0003)."""
+    return f"swf_pool_schedules.{schema}"
+
+
 class PostgresBackend:
     kind = "postgres"
 
