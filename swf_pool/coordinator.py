@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
 import threading
 import time
 from collections import deque
@@ -277,7 +278,7 @@ class Pool:
         if isinstance(self.executor, ProcessExecutor):
             for child in self.executor.children:
                 if child.process.pid:
-                    os.kill(child.process.pid, 9)
+                    os.kill(child.process.pid, signal.SIGKILL)
         os._exit(130)
 
     def tick(self) -> bool:
