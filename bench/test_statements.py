@@ -47,7 +47,7 @@ def test_complete(benchmark: Any, client: Client) -> None:
         ]
         return (client, outcomes), {}
 
-    def complete(c: Client, outcomes: list[Outcome]) -> set[str]:
+    def complete(c: Client, outcomes: list[Outcome]) -> set[Lease]:
         return c.backend.complete("bench", outcomes, [], True)
 
     assert len(benchmark.pedantic(complete, setup=setup, rounds=30)) == BATCH

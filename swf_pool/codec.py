@@ -32,6 +32,22 @@ def encode(value: Any, what: str = "payload") -> str:
     return data.decode()
 
 
+MAX_TEXT_CHARS = 64 * 1024  # error texts beyond this are cut (a traceback, not a novel)
+
+
+def clean_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """`text` made storable on every backend: no NUL (PostgreSQL text rejects it), no lone
+    surrogates (not UTF-8), at most `limit` characters."""
+    if len(text) > limit:
+        text = text[:limit] + f"... [{len(text) - limit} more characters cut]"
+    text = text.replace("\x00", "")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode()
+    return text
+
+
 def decode(data: str | bytes | bytearray | memoryview | None) -> Any:
     """Decode JSON text or bytes (the Go library binds bytes, so SQLite may hand back BLOBs)."""
     if data is None:

@@ -12,10 +12,10 @@ their timeout, flushes when the buffer is full or old enough, and claims when th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
-import signal
 import threading
 import time
 from collections import deque
@@ -24,11 +24,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from . import codec
 from .backends import Backend
 from .backends.postgres import notify_channel
 from .client import Client
 from .dsn import PostgresTarget
-from .errors import ConfigError, DatabaseError
+from .errors import ConfigError, DatabaseError, DataRejected
 from .executors import Executor, InlineExecutor, ProcessExecutor, ThreadExecutor, Waker
 from .handlers import Registry, like_patterns, load_registry
 from .heartbeat import Heartbeat
@@ -189,7 +190,7 @@ class Pool:
         # claims and flushes each run on a thread of their own, on their own connections
         self.claimer = self.flusher = StatementThread.idle()
         self.doomed: dict[int, LeaseState] = {}  # cancelled or lost: discard their results
-        self.seq_by_id: dict[str, int] = {}
+        self.seq_by_lease: dict[Lease, int] = {}  # a run may be here twice, attempt n and n+1
         self.pending: deque[Task] = deque()  # claimed, not yet handed to the executor
         self.started: list[Started] = []
         self.marked: set[int] = set()  # seqs whose `started` event is written or buffered
@@ -197,7 +198,12 @@ class Pool:
         self.waker: Waker | None = None  # exists while run() runs
         self.next_seq = 1
         self.wanted = True  # claim as soon as there is room
+        self.wants = 0  # counts _want() calls: one during a claim is not lost when it ends
+        self.wants_at_claim = 0
         self.next_poll = 0.0
+        self.next_flush = 0.0  # after a failed flush, not before this
+        self.isolate = False  # the last flush failed on its data: flush one by one
+        self.refused: set[Lease] = set()  # in that flush: stored as failures instead
         self.backoff = 0.0
         self.oldest_buffered = 0.0
         self.stopping = False
@@ -276,9 +282,7 @@ class Pool:
     def abort(self) -> None:
         """Exit at once: kill the worker processes; leases will expire normally."""
         if isinstance(self.executor, ProcessExecutor):
-            for child in self.executor.children:
-                if child.process.pid:
-                    os.kill(child.process.pid, signal.SIGKILL)
+            self.executor.kill_all()
         os._exit(130)
 
     def tick(self) -> bool:
@@ -294,6 +298,7 @@ class Pool:
         if (
             self.buffered
             and not self.flushing
+            and now >= self.next_flush
             and (
                 len(self.buffered) >= self.batch_size
                 or now - self.oldest_buffered >= self.flush_interval
@@ -330,7 +335,7 @@ class Pool:
                 return 0.0
             deadlines.append(self.next_poll)  # the next poll, or the end of a backoff
         if self.buffered and not self.flushing:
-            deadlines.append(self.oldest_buffered + self.flush_interval)
+            deadlines.append(max(self.oldest_buffered + self.flush_interval, self.next_flush))
         if self.timeouts:
             deadlines.append(now + TIMEOUT_CHECK_SECONDS)
         return max(0.0, min(deadlines) - now)
@@ -349,6 +354,7 @@ class Pool:
         if room < self._claim_threshold() or now < self.next_poll:
             return  # no room, or idle (or backing off) until the next poll
         limit = self.claiming = min(room, self.batch_size)
+        self.wants_at_claim = self.wants
         audit_full = self.audit is Audit.FULL
 
         def job() -> tuple[list[Claimed], datetime | None]:
@@ -394,10 +400,10 @@ class Pool:
                 task = Task(self.next_seq, run)
                 self.next_seq += 1
                 self.inflight[task.seq] = task
-                self.seq_by_id[run.id] = task.seq
+                self.seq_by_lease[Lease(run.id, run.attempt)] = task.seq
                 self.pending.append(task)
-        if len(batch) == limit:
-            return
+        if len(batch) == limit or self.wants != self.wants_at_claim:
+            return  # more may be waiting (a NOTIFY came in while we claimed)
         self.wanted = False
         self.next_poll = now + self.poll_interval
         if due is not None:  # wake for it if it comes before the next poll
@@ -411,6 +417,7 @@ class Pool:
     def _want(self) -> None:
         """There may be runnable runs: claim as soon as there is room (unless backing off)."""
         self.wanted = True
+        self.wants += 1
         if not self.backoff:
             self.next_poll = 0.0
 
@@ -465,7 +472,7 @@ class Pool:
         with self.lock:
             self.buffered[result.seq] = outcome
 
-    def _flush_job(self) -> Callable[[], set[str]]:
+    def _flush_job(self) -> Callable[[], set[Lease]]:
         """Move the buffer into a flush (one statement, run by the caller of the job)."""
         assert self.executor is not None
         now = time.time()
@@ -481,20 +488,33 @@ class Pool:
         self.flushing_started, self.started = self.started, []
         outcomes = list(self.flushing.values())
         started = self.flushing_started
-        audit_full = self.audit is Audit.FULL
-        return lambda: self.backend.complete(self.worker_id, outcomes, started, audit_full)
+        backend, worker_id, audit_full = self.backend, self.worker_id, self.audit is Audit.FULL
+        if self.isolate:
+            self.isolate = False
+            refused = self.refused
+            return lambda: _complete_one_by_one(
+                backend, worker_id, outcomes, started, audit_full, refused
+            )
+        return lambda: backend.complete(worker_id, outcomes, started, audit_full)
 
-    def _flushed(self, applied: set[str] | None, error: BaseException | None, now: float) -> None:
+    def _flushed(self, applied: set[Lease] | None, error: BaseException | None, now: float) -> None:
         if error is not None or applied is None:
             with self.lock:  # put it all back, to be tried again
                 self.buffered = {**self.flushing, **self.buffered}
                 self.flushing = {}
             self.started = self.flushing_started + self.started
+            # the server refused the data (not the connection): find the culprit next time
+            self.isolate = isinstance(error, DataRejected)
             self._db_failed("flush", error, now)
+            self.next_flush = self.next_poll
             return
         self.stats.flushes += 1
+        self.next_flush = 0.0
         for seq, outcome in list(self.flushing.items()):
-            if outcome.id not in applied:
+            lease = Lease(outcome.id, outcome.attempt)
+            if lease in self.refused:
+                self.stats.failed += 1
+            elif lease not in applied:
                 self.stats.discarded += 1
                 log.info(
                     "discarded the outcome of %s attempt %d: lease no longer held "
@@ -511,12 +531,13 @@ class Pool:
                 self.stats.failed += 1
             self._forget(seq)
         self.flushing_started = []
+        self.refused.clear()
 
     def _flush_now(self) -> None:
         """Flush synchronously (at shutdown)."""
         job = self._flush_job()
         try:
-            applied: set[str] | None = job()
+            applied: set[Lease] | None = job()
         except DatabaseError as exc:
             self._flushed(None, exc, time.monotonic())
             return
@@ -530,7 +551,9 @@ class Pool:
             self.doomed.pop(seq, None)
             self.marked.discard(seq)
             if task is not None:
-                self.seq_by_id.pop(task.run.id, None)
+                lease = Lease(task.run.id, task.run.attempt)
+                if self.seq_by_lease.get(lease) == seq:
+                    del self.seq_by_lease[lease]
 
     def _db_failed(self, what: str, exc: BaseException | None, now: float) -> None:
         self.stats.db_errors += 1
@@ -544,11 +567,11 @@ class Pool:
         with self.lock:
             return [Lease(t.run.id, t.run.attempt) for t in self.inflight.values()]
 
-    def _report(self, states: dict[str, LeaseState]) -> None:
-        """From the heartbeat thread: these runs are cancelled or no longer ours."""
+    def _report(self, states: dict[Lease, LeaseState]) -> None:
+        """From the heartbeat thread: these attempts are cancelled or no longer ours."""
         with self.lock:
-            for run_id, state in states.items():
-                seq = self.seq_by_id.get(run_id)
+            for lease, state in states.items():
+                seq = self.seq_by_lease.get(lease)
                 if seq is not None and seq not in self.doomed:
                     self.doomed[seq] = state
                     self.newly_doomed.append(seq)
@@ -577,12 +600,12 @@ class Pool:
             return LeaseState.LOST
         lease = Lease(task.run.id, task.run.attempt)
         try:
-            state = self.backend.heartbeat(self.worker_id, [lease], seconds, True)[lease.id]
+            state = self.backend.heartbeat(self.worker_id, [lease], seconds, True)[lease]
         except DatabaseError as exc:
             log.warning("heartbeat for %s failed: %s", lease.id, exc)
             return LeaseState.HELD
         if state is not LeaseState.HELD:
-            self._report({lease.id: state})
+            self._report({lease: state})
         return state
 
     def _enforce_timeouts(self, now: float) -> None:
@@ -667,6 +690,36 @@ class Pool:
             self.inflight_active(),
             len(self.pending),
         )
+
+
+def _complete_one_by_one(
+    backend: Backend,
+    worker_id: str,
+    outcomes: list[Outcome],
+    started: list[Started],
+    audit_full: bool,
+    refused: set[Lease],
+) -> set[Lease]:
+    """After a flush the server refused for its data: one statement per outcome, so that one
+    bad outcome cannot hold back the others. An outcome still refused is stored as a failure
+    that says why (and added to `refused`); if even that is refused, its lease expires and
+    the run is retried."""
+    with contextlib.suppress(DataRejected):  # `started` events are only audit
+        backend.complete(worker_id, [], started, audit_full)
+    applied: set[Lease] = set()
+    for outcome in outcomes:
+        try:
+            applied |= backend.complete(worker_id, [outcome], [], audit_full)
+            continue
+        except DataRejected as exc:
+            log.error("the database refused the outcome of %s: %s", outcome.id, exc)
+            error = codec.clean_text(f"OutcomeRefused: the database refused this outcome: {exc}")
+        failure = Outcome(outcome.id, outcome.attempt, Status.FAILED, error=error)
+        with contextlib.suppress(DataRejected):
+            stored = backend.complete(worker_id, [failure], [], audit_full)
+            applied |= stored
+            refused |= stored
+    return applied
 
 
 def _wall(epoch: float) -> datetime:

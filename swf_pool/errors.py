@@ -8,6 +8,7 @@
     │   └── InvalidSchedule    a cron expression or time zone that cannot be used
     ├── DatabaseError          the database could not be used
     │   ├── ConnectError       the server cannot be reached or refuses us
+    │   ├── DataRejected       the database refused a value (a constraint, bad text)
     │   ├── SchemaNotReady     the schema is missing or not migrated
     │   └── MigrationError     a migration could not be applied
     ├── RunNotFound            no such run (or it is soft-deleted)
@@ -49,6 +50,10 @@ class DatabaseError(SwfError):
 
 class ConnectError(DatabaseError):
     """Cannot connect to the database."""
+
+
+class DataRejected(DatabaseError):
+    """The database refused the data (a constraint or a value it cannot store)."""
 
 
 class SchemaNotReady(DatabaseError):

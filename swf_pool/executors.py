@@ -281,6 +281,7 @@ class _Child:
         self.process.start()
         child_end.close()
         self.sent: dict[int, Task] = {}  # seq -> task, until its result arrives
+        self.cancels: set[int] = set()  # sent and cancelled: flag it in the slot once it runs
         self.inbuf = bytearray()
 
     def messages(self) -> list[Any]:
@@ -380,6 +381,9 @@ class ProcessExecutor:
         for item in ready:
             if item in sentinels:
                 results += self._reap(sentinels[item])
+        for child in self.children:
+            if child.cancels:
+                child.slot.cancel_if_running(child.cancels)
         if not self.stopping:
             self._feed()
         return results
@@ -391,6 +395,7 @@ class ProcessExecutor:
                 if isinstance(message[0], int):  # a Result, as a tuple
                     result = Result(*message)
                     child.sent.pop(result.seq, None)
+                    child.cancels.discard(result.seq)
                     results.append(result)
                 elif message[0] == "fatal":
                     raise ConfigError(f"a worker process could not start: {message[1]}")
@@ -408,9 +413,8 @@ class ProcessExecutor:
         child.process.join()
         code = child.process.exitcode
         running = child.slot.current
-        reason = _death(code)
+        reason = self.killing.pop(running, None) or _death(code)
         if running and running in child.sent:
-            reason = self.killing.pop(running, reason)
             del child.sent[running]
             results.append(Result(running, False, reason))
         self.queue.extendleft(reversed(list(child.sent.values())))  # never started
@@ -440,15 +444,18 @@ class ProcessExecutor:
             self.early.append(Result(seq, False, SKIPPED))
         for child in self.children:
             if seq in child.sent:
-                child.slot.cancel(seq)  # seen at once by run.is_cancelled()
+                child.cancels.add(seq)  # flagged for run.is_cancelled() while it runs
+                child.slot.cancel_if_running(child.cancels)
                 child.conn.send(("cancel", seq))  # skipped if it has not started
 
     def kill(self, seq: int, reason: str) -> bool:
         for child in self.children:
-            if child.slot.current == seq and seq not in self.killing:
-                self.killing[seq] = reason
-                _kill(child.process.pid)
-                return True
+            # under the slot's lock the worker cannot start its next task: we kill this one
+            with child.slot.guard():
+                if child.slot.current == seq and seq not in self.killing:
+                    self.killing[seq] = reason
+                    _kill(child.process.pid)
+                    return True
         return False
 
     def take_unstarted(self) -> list[Task]:
@@ -466,10 +473,17 @@ class ProcessExecutor:
 
     def terminate(self) -> None:
         """Kill every worker process now (after an error in the coordinator)."""
+        self.kill_all()
+        for child in self.children:
+            child.process.join()
+
+    def kill_all(self) -> None:
+        """SIGKILL every worker process still running, without waiting (safe in a signal
+        handler)."""
         self.stopping = True
         for child in self.children:
-            _kill(child.process.pid)
-            child.process.join()
+            if child.process.exitcode is None:
+                _kill(child.process.pid)
 
     def close(self, grace: float) -> list[Result]:
         """Stop every process after its current task; kill what outlives `grace`."""

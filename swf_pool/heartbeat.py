@@ -24,7 +24,7 @@ class Heartbeat(Background):
         worker_id: str,
         lease_seconds: float,
         leases: Callable[[], Sequence[Lease]],
-        report: Callable[[dict[str, LeaseState]], None],
+        report: Callable[[dict[Lease, LeaseState]], None],
         interval: float | None = None,
     ) -> None:
         self.backend = backend
@@ -51,8 +51,8 @@ class Heartbeat(Background):
             log.warning("heartbeat failed (will retry in %.1fs): %s", self.interval, exc)
             return
         self.beats += 1
-        gone: dict[str, LeaseState] = {
-            run_id: state for run_id, state in states.items() if state is not LeaseState.HELD
+        gone: dict[Lease, LeaseState] = {
+            lease: state for lease, state in states.items() if state is not LeaseState.HELD
         }
         if gone:
             self.report(gone)

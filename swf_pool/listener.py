@@ -10,6 +10,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
+from .backends.postgres import connect_options
 from .dsn import PostgresTarget
 from .threads import Background
 
@@ -40,7 +41,8 @@ class Listener(Background):
                 delay = min(delay * 2, RECONNECT_MAX_SECONDS)
 
     def _listen(self) -> None:
-        with psycopg.connect(self.target.conninfo, autocommit=True) as conn:
+        options = connect_options(self.target)
+        with psycopg.connect(self.target.conninfo, autocommit=True, **options) as conn:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
             self.ready.set()
             self.on_notify()  # anything inserted while we were not listening

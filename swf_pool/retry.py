@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from . import codec
 from .errors import ConfigError
 from .models import Claimed, Outcome, Status
 
@@ -80,6 +81,7 @@ def after_failure(
     run: Claimed, error: str, policy: RetryPolicy, *, permanent: bool, rand: float, now: datetime
 ) -> Outcome:
     """The outcome of a failed attempt: a retry at some later time, or the end (`failed`)."""
+    error = codec.clean_text(error)
     delay = (
         None if permanent or run.attempt >= run.max_attempts else policy.delay(run.attempt, rand)
     )

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from .errors import InvalidSchedule
 
@@ -106,7 +106,10 @@ def next_fire(cron: str, zone: ZoneInfo, after: datetime) -> datetime:
     local = after.astimezone(zone).replace(tzinfo=None)
     candidates = croniter(cron, local)
     for _ in range(MAX_SEARCH):
-        wall = candidates.get_next(datetime)
+        try:
+            wall = candidates.get_next(datetime)
+        except CroniterError:  # e.g. "0 0 30 2 *": croniter gives up looking
+            break
         moment = wall.replace(tzinfo=zone)  # fold=0: first occurrence, or shifted past a gap
         if moment > after:
             return moment.astimezone(UTC)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+CLOSE_SECONDS = 60.0
+
 
 @dataclass
 class Done:
@@ -51,7 +53,8 @@ class StatementThread:
         """Finish the queued jobs, stop, and return what completed."""
         if self._thread.is_alive():
             self._jobs.put(None)
-            self._thread.join()
+            # bounded: connections have timeouts and keepalives, so this is a last resort
+            self._thread.join(CLOSE_SECONDS)
         return self.completed()
 
     def _loop(self) -> None:

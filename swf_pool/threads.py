@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Self
+
+log = logging.getLogger("swf_pool.threads")
+
+JOIN_SECONDS = 10.0  # loops notice `stopping` within a fraction of a second; this is a bound
 
 
 class Background:
@@ -19,7 +24,9 @@ class Background:
 
     def __exit__(self, *exc: object) -> None:
         self.stopping.set()
-        self._thread.join()
+        self._thread.join(JOIN_SECONDS)
+        if self._thread.is_alive():  # stuck in a statement; a daemon thread dies with us
+            log.warning("%s did not stop within %gs; leaving it", self._thread.name, JOIN_SECONDS)
 
     def loop(self) -> None:
         raise NotImplementedError

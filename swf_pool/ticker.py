@@ -93,6 +93,9 @@ class Ticker:
             except DatabaseError as exc:
                 log.warning("schedule tick failed (retrying in 1s): %s", exc)
                 wait = 1.0
+            except Exception:  # a bug must not silently end all schedules: log, go on
+                log.exception("schedule tick failed unexpectedly (retrying in 1s)")
+                wait = 1.0
             self.woken.wait(wait)
 
 

@@ -16,6 +16,8 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
@@ -85,13 +87,17 @@ def execute(registry: Registry, task: Task, control: LeaseControl, worker_id: st
     return Result(task.seq, True, value, False, started, time.perf_counter() - clock)
 
 
+LOCK_WAIT_SECONDS = 1.0  # a worker holds its slot's lock for microseconds, unless it died
+
+
 class Slot:
     """Shared memory between the coordinator and one worker process.
 
     [0] seq of the task running now (0: idle), [1] its time.monotonic() start,
     [2] a seq the coordinator marked cancelled or lost, [3] 1 once the pool stops: start
     nothing more. The lock makes "may I start?" and "stop starting" exclusive, so the
-    coordinator knows exactly which tasks never started.
+    coordinator knows exactly which tasks never started. The coordinator waits for it only a
+    bounded time: a worker killed while holding it (an OOM kill, say) never gives it back.
     """
 
     CURRENT, STARTED, CANCELLED, STOPPING = 0, 1, 2, 3
@@ -120,14 +126,29 @@ class Slot:
     def end(self) -> None:
         self.array[self.CURRENT] = 0
 
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """In the coordinator: hold the lock, so the worker starts nothing meanwhile."""
+        acquired = self.lock.acquire(timeout=LOCK_WAIT_SECONDS)
+        try:
+            yield
+        finally:
+            if acquired:
+                self.lock.release()
+
     def stop_starting(self) -> int:
         """In the coordinator: no task starts after this; returns the one running (or 0)."""
-        with self.lock:
+        with self.guard():
             self.array[self.STOPPING] = 1
             return int(self.array[self.CURRENT])
 
-    def cancel(self, seq: int) -> None:
-        self.array[self.CANCELLED] = seq
+    def cancel_if_running(self, seqs: set[int]) -> None:
+        """In the coordinator: flag the running task if it is one of the cancelled `seqs`
+        (one flag: only the running task can look at it)."""
+        with self.guard():
+            current = int(self.array[self.CURRENT])
+            if current in seqs:
+                self.array[self.CANCELLED] = current
 
     def is_cancelled(self, seq: int) -> bool:
         return int(self.array[self.CANCELLED]) == seq

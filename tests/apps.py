@@ -60,3 +60,22 @@ def gate(run: Run) -> str:
             return "passed"
         time.sleep(0.01)
     raise TimeoutError("the gate never opened")
+
+
+@registry.handler("t.nasty_error", retry=Fixed(0))
+def nasty_error(run: Run) -> None:
+    """An error text no database takes as is: a NUL, a lone surrogate, and a lot of it."""
+    raise ValueError("nul\x00 and a lone surrogate \ud800 " + "x" * run.payload["pad"])
+
+
+@registry.handler("t.watch_cancel")
+def watch_cancel(run: Run) -> bool:
+    """Announces that it started, then records (a file) that it saw its cancellation."""
+    Path(run.payload["started"]).write_text(run.id)
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        if run.is_cancelled():
+            Path(run.payload["seen"]).write_text(run.id)
+            return True
+        time.sleep(0.01)
+    return False

@@ -77,7 +77,13 @@ ADDITIVE = {
         "last_error": ("text", True),
     },
 }
-OUR_INDEXES = {"swf_run_pending_idx", "swf_run_leased_idx", "swf_run_type_created_idx"}
+OUR_INDEXES = {
+    "swf_run_pending_idx",
+    "swf_run_leased_idx",
+    "swf_run_type_created_idx",
+    "swf_run_pending_type_idx",
+    "swf_run_pending_due_idx",
+}
 
 
 def pg_columns(dsn: str) -> dict[str, dict[str, tuple[str, bool]]]:
@@ -110,6 +116,8 @@ def test_postgres_schema_matches_the_contract(postgres_dsn: str) -> None:
         "WHERE ((status = 'pending'::text) AND (deleted_at IS NULL))"
         in indexes["swf_run_pending_idx"]
     )
+    [options] = sql(postgres_dsn, "SELECT reloptions FROM pg_class WHERE relname = 'workflow_run'")
+    assert {"fillfactor=80", "autovacuum_vacuum_scale_factor=0.01"} <= set(options["reloptions"])
 
 
 def test_code_reads_every_contract_column() -> None:
@@ -133,17 +141,17 @@ def test_sqlite_schema_has_the_contract_columns(sqlite_dsn: str) -> None:
 def test_up_down_up_and_status(pg_empty: str) -> None:
     backend = open_backend(pg_empty)
     try:
-        assert [applied for _, applied in migrations.status(backend)] == [False] * 3
-        assert [m.version for m in migrations.up(backend)] == [1, 2, 3]
+        assert [applied for _, applied in migrations.status(backend)] == [False] * 4
+        assert [m.version for m in migrations.up(backend)] == [1, 2, 3, 4]
         assert migrations.up(backend) == []
-        assert [applied for _, applied in migrations.status(backend)] == [True] * 3
-        assert [m.version for m in migrations.down(backend, steps=3)] == [3, 2, 1]
+        assert [applied for _, applied in migrations.status(backend)] == [True] * 4
+        assert [m.version for m in migrations.down(backend, steps=4)] == [4, 3, 2, 1]
         assert "workflow_run" not in pg_columns(pg_empty)
         migrations.up(backend)
         assert pg_columns(pg_empty)["workflow_run"] == CONTRACT["workflow_run"]
         # goose's own table records the versions, so goose sees the same state
         versions = sql(pg_empty, "SELECT version_id FROM workflow.goose_db_version ORDER BY id")
-        assert [r["version_id"] for r in versions] == [0, 1, 2, 3]
+        assert [r["version_id"] for r in versions] == [0, 1, 2, 3, 4]
     finally:
         backend.close()
 

@@ -284,3 +284,75 @@ def test_the_pool_survives_terminated_connections(postgres_dsn: str) -> None:
         thread.join(120)
         assert done, "the pool did not finish"
         assert statuses(client, ids) == [Status.SUCCEEDED] * 2000
+
+
+def test_error_text_a_database_would_refuse_is_stored_cleaned(client: Client) -> None:
+    run_id = client.submit("t.nasty_error", {"pad": 100_000}, max_attempts=1).id
+    others = [s.id for s in client.submit_many({"type": "t.echo"} for _ in range(5))]
+    stats = Pool(client, APP, processes=1, batch_size=10).drain()
+    run = client.get(run_id)
+    assert run is not None and run.status is Status.FAILED and run.last_error is not None
+    assert run.last_error.startswith("ValueError: nul and a lone surrogate ? xxx")
+    assert run.last_error.endswith("more characters cut]") and len(run.last_error) < 70_000
+    assert statuses(client, others) == [Status.SUCCEEDED] * 5
+    assert (stats.failed, stats.succeeded, stats.db_errors) == (1, 5, 0)
+
+
+REFUSE_POISON = {
+    "postgres": "ALTER TABLE workflow_run ADD CONSTRAINT no_poison "
+    "CHECK (result IS NULL OR result::text NOT LIKE '%poison%')",
+    "sqlite": "CREATE TRIGGER no_poison BEFORE UPDATE OF result ON workflow_run "
+    "WHEN NEW.result LIKE '%poison%' BEGIN SELECT RAISE(ABORT, 'no poison'); END",
+}
+
+
+def test_an_outcome_the_database_refuses_holds_back_no_other(client: Client, dsn: str) -> None:
+    """One result the server rejects (here a constraint) fails its own run, with the reason;
+    the outcomes flushed with it are stored one by one."""
+    helpers.sql(dsn, REFUSE_POISON[helpers.kind(client)])
+    ids = [s.id for s in client.submit_many({"type": "t.echo", "payload": i} for i in range(20))]
+    poisoned = client.submit("t.echo", "poison").id
+    stats = Pool(client, APP, executor="inline", batch_size=50).drain()
+    run = client.get(poisoned)
+    assert run is not None and run.status is Status.FAILED and run.result is None
+    assert run.last_error is not None and run.last_error.startswith("OutcomeRefused:")
+    assert "poison" in run.last_error
+    assert statuses(client, ids) == [Status.SUCCEEDED] * 20
+    assert (stats.succeeded, stats.failed, stats.db_errors) == (20, 1, 1)
+
+
+def test_cancelling_a_queued_run_does_not_hide_the_running_ones_cancel(
+    client: Client, dsn: str, tmp_path: Path
+) -> None:
+    """One worker process holds a running task and a queued one; both are cancelled in the
+    same heartbeat. The running handler still sees its cancellation."""
+    files = [{"started": str(tmp_path / f"s{i}"), "seen": str(tmp_path / f"c{i}")} for i in (0, 1)]
+    running_id = client.submit("t.watch_cancel", files[0], priority=0).id
+    queued_id = client.submit("t.watch_cancel", files[1], priority=1).id
+    pool = Pool(client, APP, processes=1, prefetch=1, heartbeat_interval=0.05)
+    with running(pool):
+        wait_until(lambda: Path(files[0]["started"]).exists())
+        wait_until(lambda: statuses(client, [queued_id]) == [Status.LEASED])
+        helpers.sql(
+            dsn,
+            "UPDATE workflow_run SET status = 'cancelled' WHERE type = 't.watch_cancel'",
+        )
+        wait_until(lambda: Path(files[0]["seen"]).exists())
+        wait_until(lambda: pool.stats.discarded == 2)
+    assert not Path(files[1]["started"]).exists()  # the queued one never ran
+    assert statuses(client, [running_id, queued_id]) == [Status.CANCELLED] * 2
+
+
+def test_a_notify_during_an_idle_claim_is_not_lost(client: Client) -> None:
+    """The NOTIFY for a run committed just after the claim's snapshot arrives while the
+    claim is under way: the pool claims again at once instead of waiting out the poll."""
+    pool = Pool(client, APP, executor="inline", poll_interval=60)
+    pool.claiming = 1
+    pool.wants_at_claim = pool.wants
+    pool._notified()  # arrives mid-claim
+    pool._claimed(([], None), None, now=0.0)
+    assert pool.wanted and pool.next_poll == 0.0
+    pool.claiming = 1
+    pool.wants_at_claim = pool.wants
+    pool._claimed(([], None), None, now=0.0)  # no NOTIFY this time: idle until the poll
+    assert not pool.wanted and pool.next_poll == 60.0

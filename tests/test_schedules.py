@@ -241,6 +241,22 @@ def test_a_broken_row_is_disabled_and_never_starves_the_others(client: Client, d
     assert [r.type for r in client.list()] == ["ok.v1"]
 
 
+def test_a_cron_that_never_fires_is_refused_or_disabled(client: Client, dsn: str) -> None:
+    """February 30th passes croniter's syntax check but has no fire time."""
+    with pytest.raises(InvalidSchedule, match="never fires"):
+        client.schedule("feb30.v1", cron="0 0 30 2 *")
+    assert count(dsn, "workflow_schedule") == 0
+    good = client.schedule("ok.v1", cron="* * * * *")
+    bad = client.schedule("feb30.v1", cron="* * * * *")
+    sql(dsn, "UPDATE workflow_schedule SET schedule = '0 0 30 2 *' WHERE type = 'feb30.v1'")
+    now = utc(2030, 1, 1)
+    set_next(dsn, good, now)
+    set_next(dsn, bad, now - timedelta(minutes=1))
+    assert Ticker(client).tick(now) == 1
+    broken = client.schedules.get(bad)
+    assert broken is not None and not broken.enabled and "never fires" in str(broken.last_error)
+
+
 def test_four_tickers_fire_two_hundred_schedules_exactly_once(dsn: str) -> None:
     now = utc(2030, 1, 1)
     with Client(dsn) as client:

@@ -220,7 +220,7 @@ def test_stale_worker_completion_is_rejected(client: Client) -> None:
     assert backend.complete("old", [stale], [], True) == set()
     assert backend.complete(
         "new", [Outcome(run_id, 2, Status.SUCCEEDED, result='"new"')], [], True
-    ) == {run_id}
+    ) == {Lease(run_id, 2)}
     run = client.get(run_id)
     assert run is not None and (run.result, run.attempt, run.leased_by) == ("new", 2, "new")
     expired = [e for e in client.events(run_id) if e.event_type is EventType.LEASE_EXPIRED]
@@ -296,7 +296,26 @@ def test_heartbeat_reports_each_lease(client: Client) -> None:
     client.cancel(b)
     leases = [Lease(a, claimed[a].attempt), Lease(b, claimed[b].attempt), Lease(c, 99)]
     states = backend.heartbeat("w", leases, 30, False)
-    assert states == {a: LeaseState.HELD, b: LeaseState.CANCELLED, c: LeaseState.LOST}
+    held, cancelled, lost = leases
+    assert states == {held: LeaseState.HELD, cancelled: LeaseState.CANCELLED, lost: LeaseState.LOST}
+
+
+def test_heartbeat_tells_two_attempts_of_one_run_apart(client: Client) -> None:
+    """A pool that re-claims its own expired run holds attempt 1 (lost) and 2 (held)."""
+    backend = client.backend
+    run_id = client.submit("x.v1").id
+    backend.claim("w", ["x.v1"], [], 1, lease_seconds=0.001, audit_full=True)
+    [again] = wait_until(
+        lambda: backend.claim("w", ["x.v1"], [], 1, lease_seconds=30, audit_full=True)
+    )
+    assert again.attempt == 2
+    old, new = Lease(run_id, 1), Lease(run_id, 2)
+    states = backend.heartbeat("w", [old, new], 30, False)
+    assert states == {old: LeaseState.LOST, new: LeaseState.HELD}
+    stale = Outcome(run_id, 1, Status.SUCCEEDED, result='"old"')
+    fresh = Outcome(run_id, 2, Status.SUCCEEDED, result='"new"')
+    assert backend.complete("w", [stale, fresh], [], True) == {new}
+    assert backend.release("w", [old, new]) == set()
 
 
 def test_lean_audit_records_only_what_goes_wrong(dsn: str) -> None:

@@ -16,7 +16,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .. import queries
 from ..dsn import PostgresTarget, redact
-from ..errors import ConnectError, DatabaseError, MigrationError, SchemaNotReady
+from ..errors import ConnectError, DatabaseError, DataRejected, MigrationError, SchemaNotReady
 from ..migrate import Migration
 from ..models import (
     Claimed,
@@ -38,6 +38,22 @@ Q = queries.load("postgres")
 CONNECT_TIMEOUT_SECONDS = 10.0
 CHECKOUT_TIMEOUT_SECONDS = 5.0  # while the server is away, fail fast and let callers back off
 Row = dict[str, Any]
+
+
+def connect_options(target: PostgresTarget) -> dict[str, Any]:
+    """libpq settings every connection gets unless the connection string sets them: a bounded
+    connect, and TCP keepalives so that a dead server or a silently dropped connection (a
+    NAT or a failover) is noticed in about a minute instead of hanging a LISTEN forever."""
+    given = psycopg.conninfo.conninfo_to_dict(target.conninfo)
+    defaults: dict[str, Any] = {
+        "connect_timeout": int(CONNECT_TIMEOUT_SECONDS),
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+        "application_name": "swf-pool",
+    }
+    return {key: value for key, value in defaults.items() if key not in given}
 
 
 def notify_channel(schema: str) -> str:
@@ -62,7 +78,7 @@ class PostgresBackend:
             target.conninfo,
             min_size=1,
             max_size=max(1, pool_size),
-            kwargs={"autocommit": True, "row_factory": dict_row},
+            kwargs={"autocommit": True, "row_factory": dict_row, **connect_options(target)},
             configure=self._configure,
             open=False,
             timeout=CHECKOUT_TIMEOUT_SECONDS,
@@ -92,6 +108,8 @@ class PostgresBackend:
             ) from None
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise ConnectError(f"lost the database ({self.description}): {exc}") from exc
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            raise DataRejected(f"{type(exc).__name__}: {exc}") from exc
         except psycopg.Error as exc:
             raise DatabaseError(f"{type(exc).__name__}: {exc}") from exc
 
@@ -180,7 +198,7 @@ class PostgresBackend:
         outcomes: Sequence[Outcome],
         started: Sequence[Started],
         audit_full: bool,
-    ) -> set[str]:
+    ) -> set[Lease]:
         params = {
             "worker": worker_id,
             "outcomes": _json(
@@ -197,11 +215,11 @@ class PostgresBackend:
             "started": _json({"id": s.id, "attempt": s.attempt, "at": s.at} for s in started),
             "audit_full": audit_full,
         }
-        return {str(row["id"]) for row in self._rows("complete", params)}
+        return {Lease(str(row["id"]), row["attempt"]) for row in self._rows("complete", params)}
 
     def heartbeat(
         self, worker_id: str, leases: Sequence[Lease], extend_seconds: float, record: bool
-    ) -> dict[str, LeaseState]:
+    ) -> dict[Lease, LeaseState]:
         params = {
             "worker": worker_id,
             "leases": _leases(leases),
@@ -209,11 +227,14 @@ class PostgresBackend:
             "record": record,
         }
         rows = self._rows("heartbeat", params)
-        return {str(row["id"]): lease_state(row["held"], row["status"]) for row in rows}
+        return {
+            Lease(str(row["id"]), row["attempt"]): lease_state(row["held"], row["status"])
+            for row in rows
+        }
 
-    def release(self, worker_id: str, leases: Sequence[Lease]) -> set[str]:
+    def release(self, worker_id: str, leases: Sequence[Lease]) -> set[Lease]:
         rows = self._rows("release", {"worker": worker_id, "leases": _leases(leases)})
-        return {str(row["id"]) for row in rows}
+        return {Lease(str(row["id"]), row["attempt"]) for row in rows}
 
     def next_due(self, types: Sequence[str], prefixes: Sequence[str]) -> datetime | None:
         rows = self._rows("next_due", {"types": list(types), "prefixes": list(prefixes)})
@@ -311,7 +332,7 @@ def _leases(leases: Sequence[Lease]) -> str:
 def probe(target: PostgresTarget) -> psycopg.Connection[Any]:
     """Connect once, turning libpq's failure into a `ConnectError` that says where and why."""
     try:
-        return psycopg.connect(target.conninfo, connect_timeout=int(CONNECT_TIMEOUT_SECONDS))
+        return psycopg.connect(target.conninfo, **connect_options(target))
     except psycopg.Error as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise ConnectError(

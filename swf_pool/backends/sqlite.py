@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import codec, queries
 from ..dsn import SqliteTarget
-from ..errors import ConnectError, DatabaseError, MigrationError, SchemaNotReady
+from ..errors import ConnectError, DatabaseError, DataRejected, MigrationError, SchemaNotReady
 from ..migrate import Migration
 from ..models import (
     Claimed,
@@ -115,6 +115,10 @@ class SqliteBackend:
                         f"{exc} in {self.target.path!r}: run `swf-pool migrate up` "
                         "(or pass migrate=True)"
                     ) from None
+                raise DatabaseError(f"{self.description}: {exc}") from exc
+            except (sqlite3.IntegrityError, sqlite3.DataError) as exc:
+                raise DataRejected(f"{self.description}: {exc}") from exc
+            except sqlite3.Error as exc:
                 raise DatabaseError(f"{self.description}: {exc}") from exc
 
     def _rows(self, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -253,7 +257,7 @@ class SqliteBackend:
         outcomes: Sequence[Outcome],
         started: Sequence[Started],
         audit_full: bool,
-    ) -> set[str]:
+    ) -> set[Lease]:
         now = _now()
         done = set()
         with self._tx() as db:
@@ -276,7 +280,7 @@ class SqliteBackend:
                 }
                 if not db.execute(Q["complete"], params).fetchone():
                     continue
-                done.add(o.id)
+                done.add(Lease(o.id, o.attempt))
                 if o.status is Status.SUCCEEDED:
                     if audit_full:
                         _event(db, o.id, EventType.SUCCEEDED, None, now)
@@ -287,7 +291,7 @@ class SqliteBackend:
 
     def heartbeat(
         self, worker_id: str, leases: Sequence[Lease], extend_seconds: float, record: bool
-    ) -> dict[str, LeaseState]:
+    ) -> dict[Lease, LeaseState]:
         moment = datetime.now(UTC)
         now = format_time(moment)
         until = format_time(moment + timedelta(seconds=extend_seconds))
@@ -306,17 +310,17 @@ class SqliteBackend:
                     data = {"extended_by_seconds": extend_seconds}
                     _event(db, lease.id, EventType.HEARTBEAT, data, now)
                 status = db.execute(Q["run_status"], {"id": lease.id}).fetchone()
-                states[lease.id] = lease_state(held, status["status"] if status else None)
+                states[lease] = lease_state(held, status["status"] if status else None)
         return states
 
-    def release(self, worker_id: str, leases: Sequence[Lease]) -> set[str]:
+    def release(self, worker_id: str, leases: Sequence[Lease]) -> set[Lease]:
         now = _now()
         released = set()
         with self._tx() as db:
             for lease in leases:
                 params = {"id": lease.id, "attempt": lease.attempt, "worker": worker_id, "now": now}
                 if db.execute(Q["release"], params).fetchone():
-                    released.add(lease.id)
+                    released.add(lease)
                     data = {"worker_id": worker_id, "attempt": lease.attempt}
                     _event(db, lease.id, EventType.RELEASED, data, now)
         return released

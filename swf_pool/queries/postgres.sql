@@ -179,7 +179,7 @@ WITH outcome AS MATERIALIZED (
         FROM done WHERE %(audit_full)s OR status <> 'succeeded'
     ) e ORDER BY step
 )
-SELECT id FROM done;
+SELECT id, attempt FROM done;
 
 -- release --
 -- Give back runs that were claimed but never started: pending again, the attempt not spent.
@@ -198,7 +198,7 @@ WITH leases AS MATERIALIZED (
     SELECT id, 'released', jsonb_build_object('worker_id', %(worker)s::text, 'attempt', attempt)
     FROM released
 )
-SELECT id FROM released;
+SELECT id, attempt FROM released;
 
 -- next_due --
 SELECT min(run_at) AS due FROM workflow_run
@@ -215,7 +215,7 @@ WITH held AS MATERIALIZED (
     FROM held h
     WHERE r.id = ANY(ARRAY(SELECT id FROM held)) AND r.id = h.id AND r.status = 'leased'
       AND r.leased_by = %(worker)s AND r.attempt = h.attempt AND r.deleted_at IS NULL
-    RETURNING r.id
+    RETURNING r.id, r.attempt
 ), events AS (
     INSERT INTO workflow_event (workflow_id, event_type, data)
     SELECT id, 'heartbeat', jsonb_build_object('extended_by_seconds', %(extend)s)
@@ -223,9 +223,9 @@ WITH held AS MATERIALIZED (
 ), async_commit AS (
     SELECT set_config('synchronous_commit', 'off', true)  -- as for claims: losing one is safe
 )
-SELECT h.id, e.id IS NOT NULL AS held, r.status
+SELECT h.id, h.attempt, e.id IS NOT NULL AS held, r.status
 FROM held h CROSS JOIN async_commit
-LEFT JOIN extended e ON e.id = h.id
+LEFT JOIN extended e ON e.id = h.id AND e.attempt = h.attempt
 LEFT JOIN workflow_run r
        ON r.id = h.id AND r.id = ANY(ARRAY(SELECT id FROM held)) AND r.deleted_at IS NULL;
 
