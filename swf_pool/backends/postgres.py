@@ -306,16 +306,16 @@ def _submit(
         for r in runs
     ]
     params = {"runs": _json(rows), "audit_full": audit_full}
-    created = {str(row["id"]) for row in conn.execute(Q["submit"], params)}
-    missing = [r.idempotency_key for r in runs if r.id not in created]
-    existing = {}
-    if missing:
-        found = conn.execute(Q["ids_by_key"], {"keys": missing})
-        existing = {row["idempotency_key"]: str(row["id"]) for row in found}
+    skipped = set(conn.execute(Q["submit"], params).fetchall()[0]["skipped"])
+    if not skipped:
+        return [Submitted(r.id, True) for r in runs]
+    keys = [r.idempotency_key for r in runs if r.id in skipped]
+    found = conn.execute(Q["ids_by_key"], {"keys": keys})
+    existing = {row["idempotency_key"]: str(row["id"]) for row in found}
     return [
-        Submitted(r.id, True)
-        if r.id in created
-        else Submitted(existing[str(r.idempotency_key)], False)
+        Submitted(existing[str(r.idempotency_key)], False)
+        if r.id in skipped
+        else Submitted(r.id, True)
         for r in runs
     ]
 

@@ -49,7 +49,9 @@ WITH runs AS MATERIALIZED (
     SELECT i.id, 'created', r.created FROM inserted i JOIN runs r ON r.id = i.id
     WHERE %(audit_full)s OR r.created IS NOT NULL
 )
-SELECT id FROM inserted;
+-- only the runs NOT inserted (their key exists): usually none, so nothing to send back
+SELECT array(SELECT r.id::text FROM runs r WHERE r.id NOT IN (SELECT id FROM inserted))
+       AS skipped;
 
 -- ids_by_key --
 SELECT idempotency_key, id FROM workflow_run WHERE idempotency_key = ANY(%(keys)s::text[]);
