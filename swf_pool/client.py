@@ -1,4 +1,5 @@
-"""The producer API: submit, inspect and cancel runs."""
+"""The producer and operator API: submit, inspect, cancel and retry runs; queue statistics;
+retention."""
 
 from __future__ import annotations
 
@@ -6,14 +7,20 @@ import builtins
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
 from . import codec
 from .backends import Backend, open_backend
-from .errors import RunAlreadyFinished, RunNotFound, ScheduleNotFound, ValidationError
+from .errors import (
+    RunAlreadyFinished,
+    RunNotFound,
+    RunNotRetryable,
+    ScheduleNotFound,
+    ValidationError,
+)
 from .migrate import ensure_ready
 from .migrate import up as migrate_up
 from .models import (
@@ -23,6 +30,7 @@ from .models import (
     Audit,
     Event,
     NewRun,
+    QueueStats,
     RunFilter,
     RunRecord,
     Status,
@@ -41,6 +49,12 @@ INT32_MAX = 2**31 - 1
 MAX_TYPE_LENGTH = 255
 MAX_LIST_LIMIT = 1000
 DEFAULT_POOL_SIZE = 6  # claims, flushes, heartbeats, the ticker, handlers' heartbeats, API
+DEFAULT_RETRY_BATCH = 1000
+DEFAULT_PRUNE_BATCH = 10_000
+DEFAULT_PRUNE_STATUSES = (Status.SUCCEEDED, Status.CANCELLED)  # failed runs are dead letters
+FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+NO_ID = "00000000-0000-0000-0000-000000000000"  # before every id, to start a key-ordered pass
+Progress = Callable[[int, int], None]  # (runs done so far, runs looked at so far)
 
 
 class Client:
@@ -204,6 +218,91 @@ class Client:
         key = _uuid(run_id)
         return [] if key is None else self.backend.events(key)
 
+    # -- operations ---------------------------------------------------------------------------
+
+    def stats(self) -> QueueStats:
+        """Depth per type (pending, due, leased), lag, failures in the last hour, the workers
+        holding leases, the registered types and (PostgreSQL) workflow_run's dead tuples.
+        One pass over the pending and leased runs: call it periodically, not per poll."""
+        return self.backend.queue_stats(datetime.now(UTC) - timedelta(hours=1))
+
+    def retry(self, run_id: str) -> None:
+        """Put a failed or cancelled run back to `pending`, due now, with a fresh attempt
+        budget; a `requeued` event records it."""
+        key = _uuid(run_id)
+        if key is None:
+            raise RunNotFound(f"workflow run {run_id!r} not found")
+        if self.backend.requeue([key]):
+            return
+        status = self.backend.run_status(key)
+        if status is None:
+            raise RunNotFound(f"workflow run {run_id} not found")
+        raise RunNotRetryable(
+            f"workflow run {run_id} is {status}: only failed or cancelled runs can be retried"
+        )
+
+    def retry_many(
+        self,
+        *,
+        status: Status | str = Status.FAILED,
+        type: str | None = None,
+        since: timedelta | None = None,
+        batch: int = DEFAULT_RETRY_BATCH,
+        progress: Progress | None = None,
+    ) -> int:
+        """Retry every run with `status` (failed or cancelled), optionally of one `type` and
+        finished within `since`, in batches of `batch`; return how many were put back."""
+        wanted = _status(status)
+        if wanted is None or wanted not in (Status.FAILED, Status.CANCELLED):
+            raise ValidationError(f"status must be failed or cancelled, got {status!r}")
+        if type is not None:
+            _type(type)
+        after_time = datetime.now(UTC) - _duration("since", since) if since is not None else None
+        size = _bounded("batch", batch, 1, 100_000)
+        after, done, seen = NO_ID, 0, 0
+        while ids := self.backend.requeue_candidates(wanted, type, after_time, after, size):
+            done += len(self.backend.requeue(ids))
+            seen += len(ids)
+            after = ids[-1]
+            if progress:
+                progress(done, seen)
+        return done
+
+    def prune(
+        self,
+        older_than: timedelta,
+        *,
+        statuses: Sequence[Status | str] = DEFAULT_PRUNE_STATUSES,
+        batch: int = DEFAULT_PRUNE_BATCH,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> int:
+        """Delete finished runs (and their events) last changed more than `older_than` ago;
+        return how many (with `dry_run`, how many would be). One pass over the table in key
+        order, `batch` rows a statement, so no lock is held for long. Failed runs are kept
+        unless `statuses` names them: they are the dead letters an operator may retry."""
+        cutoff = datetime.now(UTC) - _duration("older_than", older_than)
+        chosen = sorted({Status(s) for s in statuses if s in set(FINISHED)})
+        if not chosen or len(chosen) != len(set(statuses)):
+            raise ValidationError(
+                f"statuses must be some of {', '.join(FINISHED)}, got {list(map(str, statuses))}"
+            )
+        size = _bounded("batch", batch, 1, 1_000_000)
+        after, done, seen = NO_ID, 0, 0
+        while True:
+            last, scanned, matched = self.backend.prune_batch(after, cutoff, chosen, size, dry_run)
+            if last is None:
+                return done
+            done += matched
+            seen += scanned
+            after = last
+            if progress:
+                progress(done, seen)
+
+    def table_rows(self) -> int:
+        """About how many rows workflow_run holds (PostgreSQL's estimate; exact on SQLite)."""
+        return self.backend.table_rows()
+
 
 def new_run(
     type: str,
@@ -315,6 +414,14 @@ def _status(value: Status | str | None) -> Status | None:
         raise ValidationError(
             f"unknown status {value!r}: use one of {', '.join(s.value for s in Status)}"
         ) from None
+
+
+def _duration(name: str, value: object) -> timedelta:
+    if not isinstance(value, timedelta):
+        raise ValidationError(f"{name} must be a timedelta, got {type(value).__name__}")
+    if value <= timedelta(0):
+        raise ValidationError(f"{name} must be positive, got {value}")
+    return value
 
 
 def _uuid(value: object) -> str | None:

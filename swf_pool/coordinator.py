@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from . import codec
 from .backends import Backend
@@ -34,6 +34,7 @@ from .executors import Executor, InlineExecutor, ProcessExecutor, ThreadExecutor
 from .handlers import Registry, like_patterns, load_registry
 from .heartbeat import Heartbeat
 from .listener import Listener
+from .metrics import MetricsCollector
 from .models import (
     DEFAULT_LEASE_SECONDS,
     Audit,
@@ -46,6 +47,7 @@ from .models import (
 )
 from .retry import DEFAULT_POLICY, after_failure
 from .statements import Done, StatementThread
+from .threads import Periodic
 from .ticker import TickerThread
 from .worker import SKIPPED, Result, Task
 
@@ -56,6 +58,8 @@ DEFAULT_POLL_SECONDS = 2.0
 DEFAULT_SHUTDOWN_GRACE_SECONDS = 30.0
 DEFAULT_FLUSH_SECONDS = 0.02  # outcomes wait at most this long for company in one statement
 DEFAULT_LOG_SECONDS = 10.0
+DEFAULT_STATS_SECONDS = 15.0  # depth and lag for the metrics: one query over the queue
+PRUNE_SECONDS = 600.0  # with prune_older_than: retention every ten minutes
 EXECUTORS = ("process", "thread", "inline")
 BACKOFF_MAX_SECONDS = 5.0
 IDLE_WAIT_SECONDS = 1.0  # the longest we block without looking around
@@ -128,6 +132,9 @@ class Pool:
         start_method: str | None = None,
         listen: bool = True,
         schedules: bool = False,
+        metrics: MetricsCollector | None = None,
+        stats_interval: float = DEFAULT_STATS_SECONDS,
+        prune_older_than: timedelta | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.registry = load_registry(app) if isinstance(app, str) else app
@@ -140,6 +147,7 @@ class Pool:
             poll_interval=poll_interval,
             flush_interval=flush_interval,
             log_interval=log_interval,
+            stats_interval=stats_interval,
         )
         _check_positive(
             timeout=timeout,
@@ -172,6 +180,11 @@ class Pool:
         self.start_method = start_method
         self.listen = listen
         self.schedules = schedules  # run the schedule ticker too
+        self.metrics = metrics or MetricsCollector()
+        self.stats_interval = stats_interval
+        if prune_older_than is not None and prune_older_than <= timedelta(0):
+            raise ConfigError(f"prune_older_than must be positive, got {prune_older_than}")
+        self.prune_older_than = prune_older_than
         self.rand = rand
         self._owns_client = isinstance(client, str)
         self.client = Client(client) if isinstance(client, str) else client
@@ -195,6 +208,8 @@ class Pool:
         self.started: list[Started] = []
         self.marked: set[int] = set()  # seqs whose `started` event is written or buffered
         self.newly_doomed: list[int] = []
+        self.durations: dict[int, float] = {}  # seq -> handler seconds, for the metrics
+        self.restarts = 0  # worker process restarts reported to the metrics so far
         self.waker: Waker | None = None  # exists while run() runs
         self.next_seq = 1
         self.wanted = True  # claim as soon as there is room
@@ -254,6 +269,10 @@ class Pool:
                 listener.ready.wait(5)
             if self.schedules:
                 stack.enter_context(TickerThread(self.client))
+            if type(self.metrics) is not MetricsCollector:  # someone listens: feed depth, lag
+                stack.enter_context(Periodic("swf-stats", self.stats_interval, self._publish_stats))
+            if self.prune_older_than is not None:
+                stack.enter_context(Periodic("swf-prune", PRUNE_SECONDS, self._prune))
             try:
                 self._loop(stop, drain)
                 self._shutdown()
@@ -291,6 +310,9 @@ class Pool:
         self._apply_doomed()
         for result in self.executor.wait(self._wait_seconds()):
             self._record(result)
+        while self.restarts < self.executor.restarts:
+            self.restarts += 1
+            self.metrics.record_worker_restart(self.worker_id)
         now = time.monotonic()
         for done in self.claimer.completed() + self.flusher.completed():
             self._completed(done, now)
@@ -357,7 +379,8 @@ class Pool:
         self.wants_at_claim = self.wants
         audit_full = self.audit is Audit.FULL
 
-        def job() -> tuple[list[Claimed], datetime | None]:
+        def job() -> tuple[list[Claimed], datetime | None, float]:
+            began = time.perf_counter()
             batch = self.backend.claim(
                 self.worker_id,
                 self.types,
@@ -367,8 +390,9 @@ class Pool:
                 audit_full=audit_full,
             )
             # idle: learn when the earliest delayed run of ours is due
+            seconds = time.perf_counter() - began
             due = self.backend.next_due(self.types, self.prefixes) if len(batch) < limit else None
-            return batch, due
+            return batch, due, seconds
 
         if self.inflight:
             self.claimer.submit("claim", job)
@@ -383,18 +407,25 @@ class Pool:
 
     def _claimed(
         self,
-        value: tuple[list[Claimed], datetime | None] | None,
+        value: tuple[list[Claimed], datetime | None, float] | None,
         error: BaseException | None,
         now: float,
     ) -> None:
         limit, self.claiming = self.claiming, 0
+        self.metrics.record_poll_cycle(self.worker_id)
         if error is not None or value is None:
             self._db_failed("claim", error, now)
             return
-        batch, due = value
+        batch, due, seconds = value
         self.backoff = 0.0
         self.stats.claims += 1
         self.stats.claimed += len(batch)
+        metrics, worker_id = self.metrics, self.worker_id
+        metrics.record_claim(worker_id, len(batch), seconds)
+        for run in batch:
+            metrics.record_intent_claimed(run.type, worker_id)
+            if run.rescued:
+                metrics.record_rescued(run.type, worker_id)
         with self.lock:
             for run in batch:
                 task = Task(self.next_seq, run)
@@ -402,6 +433,7 @@ class Pool:
                 self.inflight[task.seq] = task
                 self.seq_by_lease[Lease(run.id, run.attempt)] = task.seq
                 self.pending.append(task)
+        metrics.record_in_flight(worker_id, len(self.inflight))
         if len(batch) == limit or self.wants != self.wants_at_claim:
             return  # more may be waiting (a NOTIFY came in while we claimed)
         self.wanted = False
@@ -454,6 +486,10 @@ class Pool:
         if result.started and result.seq not in self.marked:
             self.marked.add(result.seq)
             self.started.append(Started(run.id, run.attempt, _wall(result.started)))
+        if result.started:
+            due = max(run.created_at, run.run_at).timestamp()
+            self.metrics.record_start_latency(run.type, max(0.0, result.started - due))
+        self.durations[result.seq] = result.duration
         if result.ok:
             outcome = Outcome(run.id, run.attempt, Status.SUCCEEDED, result=result.value)
         else:
@@ -512,6 +548,9 @@ class Pool:
         self.next_flush = 0.0
         for seq, outcome in list(self.flushing.items()):
             lease = Lease(outcome.id, outcome.attempt)
+            if lease in applied:
+                status = Status.FAILED if lease in self.refused else outcome.status
+                self._measure(seq, status)
             if lease in self.refused:
                 self.stats.failed += 1
             elif lease not in applied:
@@ -532,6 +571,22 @@ class Pool:
             self._forget(seq)
         self.flushing_started = []
         self.refused.clear()
+        self.metrics.record_in_flight(self.worker_id, len(self.inflight))
+
+    def _measure(self, seq: int, status: Status) -> None:
+        """The metrics of an outcome now stored."""
+        task = self.inflight.get(seq)
+        if task is None:
+            return
+        run, worker_id, metrics = task.run, self.worker_id, self.metrics
+        duration = self.durations.get(seq, 0.0)
+        if status is Status.SUCCEEDED:
+            metrics.record_intent_completed(run.type, worker_id, status.value, duration)
+            return
+        metrics.record_failed_attempt(run.type, worker_id, run.attempt)
+        if status is Status.FAILED:
+            metrics.record_intent_completed(run.type, worker_id, status.value, duration)
+            metrics.record_intent_deadletter(run.type, worker_id)
 
     def _flush_now(self) -> None:
         """Flush synchronously (at shutdown)."""
@@ -550,6 +605,7 @@ class Pool:
             self.flushing.pop(seq, None)
             self.doomed.pop(seq, None)
             self.marked.discard(seq)
+            self.durations.pop(seq, None)
             if task is not None:
                 lease = Lease(task.run.id, task.run.attempt)
                 if self.seq_by_lease.get(lease) == seq:
@@ -557,6 +613,7 @@ class Pool:
 
     def _db_failed(self, what: str, exc: BaseException | None, now: float) -> None:
         self.stats.db_errors += 1
+        self.metrics.record_poll_error(self.worker_id, type(exc).__name__)
         self.backoff = min(max(self.backoff * 2, 0.1), BACKOFF_MAX_SECONDS)
         self.next_poll = now + self.backoff
         log.warning("%s failed (retrying in %.1fs): %s", what, self.backoff, exc)
@@ -682,6 +739,17 @@ class Pool:
         self.stats.released += len(released)
         for task in tasks:
             self._forget(task.seq)
+
+    def _publish_stats(self) -> None:
+        """From the stats thread: the queue's depth and lag, for the metrics."""
+        self.metrics.record_queue_stats(self.client.stats())
+
+    def _prune(self) -> None:
+        """From the prune thread: retention, as `swf-pool prune` does it."""
+        assert self.prune_older_than is not None
+        pruned = self.client.prune(self.prune_older_than)
+        if pruned:
+            log.info("pruned %d finished run(s) older than %s", pruned, self.prune_older_than)
 
     def _log_progress(self) -> None:
         log.info(

@@ -13,6 +13,7 @@
     │   └── MigrationError     a migration could not be applied
     ├── RunNotFound            no such run (or it is soft-deleted)
     ├── RunAlreadyFinished     the run is succeeded, failed or cancelled
+    ├── RunNotRetryable        only a failed or cancelled run can be retried
     └── ScheduleNotFound       no such schedule (or it is deleted)
 
 `PermanentError` is raised by handlers, not by swf-pool: it fails a run at once, without retry.
@@ -70,6 +71,10 @@ class RunNotFound(SwfError, LookupError):
 
 class RunAlreadyFinished(SwfError):
     """Workflow run is already finished."""
+
+
+class RunNotRetryable(SwfError):
+    """Only a failed or cancelled run can be retried."""
 
 
 class InvalidSchedule(ValidationError):

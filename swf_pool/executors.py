@@ -45,6 +45,8 @@ class Control(Protocol):
 
 
 class Executor(Protocol):
+    restarts: int  # worker processes replaced after they died or were killed
+
     def free(self) -> int:
         """How many more tasks it takes now."""
         ...
@@ -129,6 +131,8 @@ class _LocalRun:
 class InlineExecutor:
     """Runs one task per `wait()`, in the calling thread."""
 
+    restarts = 0
+
     def __init__(self, registry: Registry, control: Control, waker: Waker) -> None:
         self.registry, self.control, self.waker = registry, control, waker
         self.queue: deque[Task] = deque()
@@ -177,6 +181,8 @@ class InlineExecutor:
 
 class ThreadExecutor:
     """A pool of threads in the coordinator's process, for I/O-bound handlers."""
+
+    restarts = 0
 
     def __init__(self, registry: Registry, control: Control, waker: Waker, threads: int) -> None:
         self.registry, self.control, self.waker = registry, control, waker

@@ -6,8 +6,9 @@ aware datetimes (each backend converts what its driver returns).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -45,7 +46,8 @@ class Audit(enum.StrEnum):
 
 
 class EventType(enum.StrEnum):
-    """A `workflow_event.event_type`: the Go library's set plus `lease_expired` and `released`."""
+    """A `workflow_event.event_type`: the Go library's set plus `lease_expired`, `released`
+    and `requeued`."""
 
     CREATED = "created"
     LEASED = "leased"
@@ -57,6 +59,7 @@ class EventType(enum.StrEnum):
     CANCELLED = "cancelled"
     LEASE_EXPIRED = "lease_expired"
     RELEASED = "released"  # claimed but never started, given back at shutdown
+    REQUEUED = "requeued"  # a failed or cancelled run put back by an operator (`retry`)
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,8 @@ class Claimed:
     attempt: int
     max_attempts: int
     created_at: datetime
+    run_at: datetime  # when it became due (a retry's time, for a retried run)
+    rescued: bool = False  # taken over from a worker whose lease expired
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Claimed:
@@ -170,6 +175,8 @@ class Claimed:
             attempt=row["attempt"],
             max_attempts=row["max_attempts"],
             created_at=row["created_at"],
+            run_at=row["run_at"],
+            rescued=bool(row["rescued"]),
         )
 
 
@@ -223,3 +230,76 @@ class RunFilter:
     idempotency_key: str | None = None
     limit: int = DEFAULT_LIST_LIMIT
     offset: int = 0
+
+
+@dataclass(frozen=True)
+class TypeStats:
+    """The queue of one run type."""
+
+    type: str
+    pending: int = 0  # waiting, due or not yet due
+    due: int = 0  # pending and runnable now
+    leased: int = 0  # held by a worker: in flight
+    lag_seconds: float | None = None  # how long the oldest due run has waited since it was due
+    failed_last_hour: int = 0  # runs that ended `failed` in the last hour
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """What `swf-pool status`, `GET /stats` and the depth/lag metrics show."""
+
+    at: datetime
+    types: list[TypeStats]
+    workers: dict[str, int]  # worker id -> runs it holds leases on
+    registered: dict[str, str]  # type -> runtime, from workflow_registry
+    dead_tuples: int | None = None  # dead rows in workflow_run (PostgreSQL): table bloat
+
+    @classmethod
+    def build(
+        cls,
+        at: datetime,
+        depth: Iterable[Mapping[str, Any]],
+        failures: Iterable[Mapping[str, Any]],
+        holders: Iterable[Mapping[str, Any]],
+        registered: Iterable[Mapping[str, Any]],
+        dead_tuples: int | None,
+    ) -> QueueStats:
+        types: dict[str, dict[str, Any]] = {}
+        for row in depth:
+            entry = types.setdefault(row["type"], {"type": row["type"]})
+            if row["status"] == Status.LEASED:
+                entry["leased"] = row["depth"]
+                continue
+            entry["pending"], entry["due"] = row["depth"], row["due"] or 0
+            if row["oldest_due"] is not None:
+                entry["lag_seconds"] = max(0.0, (at - row["oldest_due"]).total_seconds())
+        for row in failures:
+            types.setdefault(row["type"], {"type": row["type"]})["failed_last_hour"] = row["failed"]
+        return cls(
+            at=at,
+            types=[TypeStats(**types[name]) for name in sorted(types)],
+            workers={row["leased_by"]: row["runs"] for row in holders},
+            registered={row["workflow_name"]: row["runtime"] for row in registered},
+            dead_tuples=dead_tuples,
+        )
+
+    def totals(self) -> TypeStats:
+        lags = [t.lag_seconds for t in self.types if t.lag_seconds is not None]
+        return TypeStats(
+            "(all)",
+            pending=sum(t.pending for t in self.types),
+            due=sum(t.due for t in self.types),
+            leased=sum(t.leased for t in self.types),
+            lag_seconds=max(lags) if lags else None,
+            failed_last_hour=sum(t.failed_last_hour for t in self.types),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "types": [dataclasses.asdict(t) for t in self.types],
+            "totals": dataclasses.asdict(self.totals()),
+            "workers": self.workers,
+            "registered": self.registered,
+            "dead_tuples": self.dead_tuples,
+        }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Self
 
 log = logging.getLogger("swf_pool.threads")
@@ -30,3 +31,20 @@ class Background:
 
     def loop(self) -> None:
         raise NotImplementedError
+
+
+class Periodic(Background):
+    """Calls `job` every `interval` seconds, starting at once; an error is logged, not fatal."""
+
+    def __init__(self, name: str, interval: float, job: Callable[[], None]) -> None:
+        self.interval = interval
+        self.job = job
+        super().__init__(name)
+
+    def loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.job()
+            except Exception:
+                log.exception("%s failed; trying again in %gs", self._thread.name, self.interval)
+            self.stopping.wait(self.interval)

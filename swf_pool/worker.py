@@ -44,7 +44,7 @@ class Task:
     @classmethod
     def from_wire(cls, wire: tuple[Any, ...]) -> Task:
         seq, run_id, type_, payload, attempt, max_attempts = wire
-        return cls(seq, Claimed(run_id, type_, payload, attempt, max_attempts, _NO_TIME))
+        return cls(seq, Claimed(run_id, type_, payload, attempt, max_attempts, _NO_TIME, _NO_TIME))
 
 
 _NO_TIME = datetime.fromtimestamp(0, UTC)  # a worker process does not need created_at

@@ -350,9 +350,9 @@ def test_a_notify_during_an_idle_claim_is_not_lost(client: Client) -> None:
     pool.claiming = 1
     pool.wants_at_claim = pool.wants
     pool._notified()  # arrives mid-claim
-    pool._claimed(([], None), None, now=0.0)
+    pool._claimed(([], None, 0.0), None, now=0.0)
     assert pool.wanted and pool.next_poll == 0.0
     pool.claiming = 1
     pool.wants_at_claim = pool.wants
-    pool._claimed(([], None), None, now=0.0)  # no NOTIFY this time: idle until the poll
+    pool._claimed(([], None, 0.0), None, now=0.0)  # no NOTIFY this time: idle until the poll
     assert not pool.wanted and pool.next_poll == 60.0

@@ -25,6 +25,7 @@ from ..models import (
     LeaseState,
     NewRun,
     Outcome,
+    QueueStats,
     RunFilter,
     RunRecord,
     Started,
@@ -240,6 +241,51 @@ class PostgresBackend:
         rows = self._rows("next_due", {"types": list(types), "prefixes": list(prefixes)})
         due: datetime | None = rows[0]["due"]
         return due
+
+    # -- operations ---------------------------------------------------------------------------
+
+    def queue_stats(self, failures_since: datetime) -> QueueStats:
+        with self._conn() as conn:
+            rows = {
+                name: conn.execute(Q[name], {"since": failures_since}).fetchall()
+                for name in ("queue_depth", "failures_since", "lease_holders", "registered_types")
+            }
+            dead = conn.execute(Q["dead_tuples"]).fetchall()
+            now = conn.execute(Q["db_now"]).fetchall()[0]["now"]
+        return QueueStats.build(
+            now,
+            rows["queue_depth"],
+            rows["failures_since"],
+            rows["lease_holders"],
+            rows["registered_types"],
+            dead[0]["dead"] if dead else None,
+        )
+
+    def requeue(self, ids: Sequence[str]) -> list[str]:
+        return [str(row["id"]) for row in self._rows("requeue", {"ids": list(ids)})]
+
+    def requeue_candidates(
+        self, status: Status, type: str | None, since: datetime | None, after: str, limit: int
+    ) -> list[str]:
+        params = {"status": status.value, "type": type, "since": since, "after": after}
+        rows = self._rows("requeue_candidates", {**params, "limit": limit})
+        return [str(row["id"]) for row in rows]
+
+    def prune_batch(
+        self, after: str, before: datetime, statuses: Sequence[str], limit: int, dry_run: bool
+    ) -> tuple[str | None, int, int]:
+        params = {
+            "after": after,
+            "before": before,
+            "statuses": list(statuses),
+            "limit": limit,
+            "dry_run": dry_run,
+        }
+        [row] = self._rows("prune", params)
+        return row["last"], row["scanned"], row["matched"]
+
+    def table_rows(self) -> int:
+        return int(self._rows("table_rows", {})[0]["estimate"])
 
     def register(self, names: Sequence[str]) -> None:
         with self._conn() as conn:

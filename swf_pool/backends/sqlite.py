@@ -26,6 +26,7 @@ from ..models import (
     LeaseState,
     NewRun,
     Outcome,
+    QueueStats,
     RunFilter,
     RunRecord,
     Started,
@@ -239,6 +240,7 @@ class SqliteBackend:
             for run_id in ids:
                 params = {"id": run_id, "worker": worker_id, "now": now, "lease_until": lease_until}
                 row = _dict(db.execute(Q["lease"], params).fetchone())
+                row["rescued"] = run_id in rescued
                 claimed.append(row)
                 if audit_full:
                     _event(
@@ -328,6 +330,75 @@ class SqliteBackend:
     def next_due(self, types: Sequence[str], prefixes: Sequence[str]) -> datetime | None:
         params = {"types": codec.encode(list(types)), "prefixes": codec.encode(list(prefixes))}
         return parse_time(self._rows("next_due", params)[0]["due"])
+
+    # -- operations ---------------------------------------------------------------------------
+
+    def queue_stats(self, failures_since: datetime) -> QueueStats:
+        moment = datetime.now(UTC)
+        params = {"now": format_time(moment), "since": format_time(failures_since)}
+        with self._tx("DEFERRED") as db:
+            rows = {
+                name: [_dict(row) for row in db.execute(Q[name], params)]
+                for name in ("queue_depth", "failures_since", "lease_holders", "registered_types")
+            }
+        for row in rows["queue_depth"]:
+            row["oldest_due"] = parse_time(row["oldest_due"])
+        return QueueStats.build(
+            moment,
+            rows["queue_depth"],
+            rows["failures_since"],
+            rows["lease_holders"],
+            rows["registered_types"],
+            None,
+        )
+
+    def requeue(self, ids: Sequence[str]) -> list[str]:
+        now = _now()
+        done = []
+        with self._tx() as db:
+            for run_id in ids:
+                old = db.execute(Q["run_state"], {"id": run_id}).fetchone()
+                if old is None:
+                    continue
+                db.execute(Q["requeue_one"], {"id": run_id, "now": now})
+                data = {"from": old["status"], "attempts_used": old["attempt"]}
+                _event(db, run_id, EventType.REQUEUED, data, now)
+                done.append(run_id)
+        return done
+
+    def requeue_candidates(
+        self, status: Status, type: str | None, since: datetime | None, after: str, limit: int
+    ) -> list[str]:
+        params = {
+            "status": status.value,
+            "type": type,
+            "since": format_time(since) if since else None,
+            "after": after,
+            "limit": limit,
+        }
+        return [row["id"] for row in self._rows("requeue_candidates", params)]
+
+    def prune_batch(
+        self, after: str, before: datetime, statuses: Sequence[str], limit: int, dry_run: bool
+    ) -> tuple[str | None, int, int]:
+        with self._tx() as db:
+            scanned = [
+                row["id"] for row in db.execute(Q["prune_scan"], {"after": after, "limit": limit})
+            ]
+            if not scanned:
+                return None, 0, 0
+            params = {
+                "ids": codec.encode(scanned),
+                "statuses": codec.encode(list(statuses)),
+                "before": format_time(before),
+            }
+            matched = [row["id"] for row in db.execute(Q["prune_match"], params)]
+            if matched and not dry_run:
+                db.execute(Q["prune_delete"], {"ids": codec.encode(matched)})
+        return scanned[-1], len(scanned), len(matched)
+
+    def table_rows(self) -> int:
+        return int(self._rows("table_rows", {})[0]["estimate"])
 
     def register(self, names: Sequence[str]) -> None:
         now = _now()

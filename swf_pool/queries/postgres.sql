@@ -124,7 +124,7 @@ WITH expired AS (
         lease_until = now() + make_interval(secs => %(lease)s)
     FROM picked p WHERE r.id = p.id
     RETURNING r.id, r.type, r.payload, r.attempt, r.max_attempts, r.priority, r.created_at,
-              p.rescued, p.expired_from
+              r.run_at, p.rescued, p.expired_from
 ), events AS (
     INSERT INTO workflow_event (workflow_id, event_type, data)
     SELECT id, 'lease_expired', jsonb_build_object('worker_id', leased_by, 'attempt', attempt)
@@ -143,7 +143,7 @@ WITH expired AS (
     -- is simply pending again (and a result written under the lost lease is fenced out).
     SELECT set_config('synchronous_commit', 'off', true)
 )
-SELECT id, type, payload, attempt, max_attempts, created_at
+SELECT id, type, payload, attempt, max_attempts, created_at, run_at, rescued
 FROM claimed CROSS JOIN async_commit ORDER BY priority, created_at;
 
 -- complete --
@@ -287,3 +287,88 @@ WHERE id = %(id)s;
 
 -- next_schedule_due --
 SELECT min(next_run_at) AS due FROM workflow_schedule WHERE enabled AND deleted_at IS NULL;
+
+-- queue_depth --
+-- Depth and lag per type, from the partial indexes on pending and leased runs: the work is
+-- proportional to the queue, never to the history. Run periodically, not per poll.
+SELECT type, status, count(*) AS depth,
+       count(*) FILTER (WHERE run_at <= now()) AS due,
+       min(run_at) FILTER (WHERE run_at <= now()) AS oldest_due
+FROM workflow_run
+WHERE status IN ('pending', 'leased') AND deleted_at IS NULL
+GROUP BY type, status;
+
+-- failures_since --
+SELECT r.type, count(*) AS failed
+FROM workflow_event e JOIN workflow_run r ON r.id = e.workflow_id
+WHERE e.event_type = 'failed' AND e.created_at >= %(since)s
+GROUP BY r.type;
+
+-- lease_holders --
+SELECT leased_by, count(*) AS runs FROM workflow_run
+WHERE status = 'leased' AND deleted_at IS NULL
+GROUP BY leased_by;
+
+-- registered_types --
+SELECT workflow_name, runtime FROM workflow_registry
+WHERE deleted_at IS NULL AND is_enabled IS NOT FALSE
+ORDER BY workflow_name;
+
+-- dead_tuples --
+SELECT n_dead_tup AS dead FROM pg_stat_user_tables WHERE relid = 'workflow_run'::regclass;
+
+-- db_now --
+SELECT now() AS now;
+
+-- requeue --
+-- Put failed or cancelled runs back to pending with a fresh attempt budget; wake the pools.
+WITH old AS MATERIALIZED (
+    SELECT id, status, attempt FROM workflow_run
+    WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('failed', 'cancelled') AND deleted_at IS NULL
+    FOR UPDATE
+), requeued AS (
+    UPDATE workflow_run r
+    SET status = 'pending', attempt = 0, run_at = now(), leased_by = NULL, lease_until = NULL,
+        result = NULL, updated_at = now()
+    FROM old o WHERE r.id = o.id
+    RETURNING r.id, o.status AS was, o.attempt
+), events AS (
+    INSERT INTO workflow_event (workflow_id, event_type, data)
+    SELECT id, 'requeued', jsonb_build_object('from', was, 'attempts_used', attempt)
+    FROM requeued
+)
+SELECT id, (SELECT pg_notify('swf_pool.' || current_schema(), '')) IS NULL AS notified
+FROM requeued;
+
+-- requeue_candidates --
+SELECT id FROM workflow_run
+WHERE status = %(status)s AND deleted_at IS NULL
+  AND (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s::timestamptz)
+  AND id > %(after)s::uuid
+ORDER BY id
+LIMIT %(limit)s;
+
+-- prune --
+-- One batch of retention: look at the next `limit` runs in primary-key order (one pass over
+-- the table in all, no index needed on finished rows) and delete the finished ones older
+-- than `before`; their events go with them (ON DELETE CASCADE). Short, bounded locks.
+WITH scanned AS MATERIALIZED (
+    SELECT id FROM workflow_run WHERE id > %(after)s::uuid ORDER BY id LIMIT %(limit)s
+), doomed AS (
+    SELECT id FROM workflow_run
+    WHERE id = ANY(ARRAY(SELECT id FROM scanned)) AND status = ANY(%(statuses)s::text[])
+      AND updated_at < %(before)s
+    FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM workflow_run WHERE id IN (SELECT id FROM doomed) AND NOT %(dry_run)s
+)
+SELECT (SELECT id::text FROM scanned ORDER BY id DESC LIMIT 1) AS last,
+       (SELECT count(*) FROM scanned) AS scanned,
+       (SELECT count(*) FROM doomed) AS matched;
+
+-- table_rows --
+-- the planner's estimate, or a count if the table was never analyzed
+SELECT CASE WHEN reltuples < 0 THEN (SELECT count(*) FROM workflow_run)
+            ELSE reltuples::bigint END AS estimate
+FROM pg_class WHERE oid = 'workflow_run'::regclass;

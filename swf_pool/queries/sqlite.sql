@@ -91,7 +91,7 @@ UPDATE workflow_run
 SET status = 'leased', leased_by = :worker, attempt = attempt + 1, updated_at = :now,
     lease_until = :lease_until
 WHERE id = :id
-RETURNING id, type, payload, attempt, max_attempts, priority, created_at;
+RETURNING id, type, payload, attempt, max_attempts, priority, created_at, run_at;
 
 -- complete --
 UPDATE workflow_run
@@ -179,3 +179,60 @@ UPDATE workflow_schedule SET enabled = 0, last_error = :error, updated_at = :now
 
 -- next_schedule_due --
 SELECT min(next_run_at) AS due FROM workflow_schedule WHERE enabled AND deleted_at IS NULL;
+
+-- queue_depth --
+SELECT type, status, count(*) AS depth,
+       sum(run_at <= :now) AS due,
+       min(CASE WHEN run_at <= :now THEN run_at END) AS oldest_due
+FROM workflow_run
+WHERE status IN ('pending', 'leased') AND deleted_at IS NULL
+GROUP BY type, status;
+
+-- failures_since --
+SELECT r.type, count(*) AS failed
+FROM workflow_event e JOIN workflow_run r ON r.id = e.workflow_id
+WHERE e.event_type = 'failed' AND e.created_at >= :since
+GROUP BY r.type;
+
+-- lease_holders --
+SELECT leased_by, count(*) AS runs FROM workflow_run
+WHERE status = 'leased' AND deleted_at IS NULL
+GROUP BY leased_by;
+
+-- registered_types --
+SELECT workflow_name, runtime FROM workflow_registry
+WHERE deleted_at IS NULL AND coalesce(is_enabled, 1)
+ORDER BY workflow_name;
+
+-- run_state --
+SELECT status, attempt FROM workflow_run
+WHERE id = :id AND status IN ('failed', 'cancelled') AND deleted_at IS NULL;
+
+-- requeue_one --
+UPDATE workflow_run
+SET status = 'pending', attempt = 0, run_at = :now, leased_by = NULL, lease_until = NULL,
+    result = NULL, updated_at = :now
+WHERE id = :id AND status IN ('failed', 'cancelled') AND deleted_at IS NULL;
+
+-- requeue_candidates --
+SELECT id FROM workflow_run
+WHERE status = :status AND deleted_at IS NULL
+  AND (:type IS NULL OR type = :type)
+  AND (:since IS NULL OR updated_at >= :since)
+  AND id > :after
+ORDER BY id
+LIMIT :limit;
+
+-- prune_scan --
+SELECT id FROM workflow_run WHERE id > :after ORDER BY id LIMIT :limit;
+
+-- prune_match --
+SELECT id FROM workflow_run
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND status IN (SELECT value FROM json_each(:statuses)) AND updated_at < :before;
+
+-- prune_delete --
+DELETE FROM workflow_run WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- table_rows --
+SELECT count(*) AS estimate FROM workflow_run;
