@@ -14,13 +14,15 @@ from .errors import (
     PermanentError,
     RunAlreadyFinished,
     RunNotFound,
+    RunNotRetryable,
     ScheduleNotFound,
     SchemaNotReady,
     SwfError,
     ValidationError,
 )
 from .handlers import Registry, Run
-from .models import Audit, Event, EventType, RunRecord, Status, Submitted
+from .metrics import MetricsCollector, PrometheusMetrics
+from .models import Audit, Event, EventType, QueueStats, RunRecord, Status, Submitted, TypeStats
 from .retry import Exponential, Fixed, GoBackoff, NoRetry, RetryPolicy
 from .schedules import MissedPolicy, Schedule
 from .ticker import Ticker
@@ -40,17 +42,21 @@ __all__ = [
     "InvalidDsn",
     "InvalidPayload",
     "InvalidSchedule",
+    "MetricsCollector",
     "MigrationError",
     "MissedPolicy",
     "NoRetry",
     "PermanentError",
     "Pool",
     "PoolStats",
+    "PrometheusMetrics",
+    "QueueStats",
     "Registry",
     "RetryPolicy",
     "Run",
     "RunAlreadyFinished",
     "RunNotFound",
+    "RunNotRetryable",
     "RunRecord",
     "Schedule",
     "ScheduleNotFound",
@@ -59,5 +65,6 @@ __all__ = [
     "Submitted",
     "SwfError",
     "Ticker",
+    "TypeStats",
     "ValidationError",
 ]

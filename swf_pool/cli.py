@@ -9,11 +9,12 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from datetime import UTC
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from . import codec, migrate
+from . import argtypes, codec, migrate, ops_cli
 from .backends import open_backend
 from .client import Client
 from .coordinator import (
@@ -21,11 +22,13 @@ from .coordinator import (
     DEFAULT_LOG_SECONDS,
     DEFAULT_POLL_SECONDS,
     DEFAULT_SHUTDOWN_GRACE_SECONDS,
+    DEFAULT_STATS_SECONDS,
     EXECUTORS,
     Pool,
 )
-from .errors import ScheduleNotFound, SwfError, ValidationError
+from .errors import ConfigError, ScheduleNotFound, SwfError, ValidationError
 from .handlers import load_registry
+from .metrics import PrometheusMetrics
 from .models import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, Audit
 from .schedules import Schedule, upcoming
 from .ticker import TickerThread
@@ -47,27 +50,6 @@ def _add_dsn(parser: argparse.ArgumentParser) -> None:
         help="connection string: postgres://...?schema=workflow, key=value, "
         "or sqlite:///path.db (env SWF_DSN)",
     )
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def _option(
@@ -93,17 +75,6 @@ def _option(
     )
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def _csv(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="swf-pool",
@@ -117,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("action", choices=["up", "down", "status"])
     mig.add_argument(
         "--steps",
-        type=_positive_int,
+        type=argtypes.positive_int,
         default=1,
         help="how many migrations `down` reverts (default 1)",
     )
@@ -142,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dsn(ticker)
 
     _add_schedule(commands)
+    ops_cli.add_commands(commands, _add_dsn)
 
     demo = commands.add_parser("demo", help="submit and execute demo runs on a database")
     demo.add_argument(
@@ -149,10 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("DSN", DEMO_DSN),
         help=f"database for the demo (default {DEMO_DSN}; env SWF_DSN)",
     )
-    demo.add_argument("--runs", type=_positive_int, default=3000)
+    demo.add_argument("--runs", type=argtypes.positive_int, default=3000)
     demo.add_argument(
         "--processes",
-        type=_positive_int,
+        type=argtypes.positive_int,
         default=None,
         help="worker processes (default: one per core)",
     )
@@ -169,7 +141,14 @@ def _add_run(commands: Any) -> None:
     _add_dsn(run)
     _option(run, "--app", "APP", str, None, "handlers to serve, as package.module:registry")
     cores = os.cpu_count() or 1
-    _option(run, "--processes", "PROCESSES", _positive_int, cores, "worker processes (or threads)")
+    _option(
+        run,
+        "--processes",
+        "PROCESSES",
+        argtypes.positive_int,
+        cores,
+        "worker processes (or threads)",
+    )
     _option(
         run,
         "--executor",
@@ -183,7 +162,7 @@ def _add_run(commands: Any) -> None:
         run,
         "--batch-size",
         "BATCH_SIZE",
-        _positive_int,
+        argtypes.positive_int,
         DEFAULT_BATCH_SIZE,
         "most runs claimed by one statement",
     )
@@ -191,7 +170,7 @@ def _add_run(commands: Any) -> None:
         run,
         "--prefetch",
         "PREFETCH",
-        _non_negative_int,
+        argtypes.non_negative_int,
         None,
         "runs claimed beyond the free workers, ready to start (default: --processes)",
     )
@@ -199,7 +178,7 @@ def _add_run(commands: Any) -> None:
         run,
         "--lease",
         "LEASE",
-        _positive_float,
+        argtypes.positive_float,
         DEFAULT_LEASE_SECONDS,
         "lease in seconds; renewed every lease/3 for every run in flight",
     )
@@ -207,7 +186,7 @@ def _add_run(commands: Any) -> None:
         run,
         "--poll-interval",
         "POLL_INTERVAL",
-        _positive_float,
+        argtypes.positive_float,
         DEFAULT_POLL_SECONDS,
         "seconds between polls when idle (PostgreSQL also wakes on NOTIFY)",
     )
@@ -215,7 +194,7 @@ def _add_run(commands: Any) -> None:
         run,
         "--types",
         "TYPES",
-        _csv,
+        argtypes.csv,
         "",
         "serve only these types, comma-separated (default: every type with a handler)",
     )
@@ -223,7 +202,7 @@ def _add_run(commands: Any) -> None:
         run,
         "--prefixes",
         "PREFIXES",
-        _csv,
+        argtypes.csv,
         "",
         "claim types by LIKE prefix instead, e.g. 'billing.%%'",
     )
@@ -232,7 +211,7 @@ def _add_run(commands: Any) -> None:
         run,
         "--timeout",
         "TIMEOUT",
-        _positive_float,
+        argtypes.positive_float,
         None,
         "seconds a run may take before its process is killed (default: none; handlers "
         "can set their own)",
@@ -241,7 +220,7 @@ def _add_run(commands: Any) -> None:
         run,
         "--max-tasks-per-child",
         "MAX_TASKS_PER_CHILD",
-        _positive_int,
+        argtypes.positive_int,
         None,
         "replace a worker process after this many runs (default: never)",
     )
@@ -249,7 +228,7 @@ def _add_run(commands: Any) -> None:
         run,
         "--shutdown-grace",
         "SHUTDOWN_GRACE",
-        _non_negative_float,
+        argtypes.non_negative_float,
         DEFAULT_SHUTDOWN_GRACE_SECONDS,
         "seconds running runs get to finish on shutdown",
     )
@@ -266,9 +245,42 @@ def _add_run(commands: Any) -> None:
         run,
         "--log-interval",
         "LOG_INTERVAL",
-        _positive_float,
+        argtypes.positive_float,
         DEFAULT_LOG_SECONDS,
         "seconds between progress lines",
+    )
+    _option(
+        run,
+        "--metrics-port",
+        "METRICS_PORT",
+        argtypes.non_negative_int,
+        None,
+        "serve Prometheus metrics at http://HOST:PORT/metrics (default: off)",
+    )
+    _option(
+        run,
+        "--metrics-host",
+        "METRICS_HOST",
+        str,
+        "127.0.0.1",
+        "address for --metrics-port (0.0.0.0 for every interface)",
+    )
+    _option(
+        run,
+        "--stats-interval",
+        "STATS_INTERVAL",
+        argtypes.positive_float,
+        DEFAULT_STATS_SECONDS,
+        "seconds between queue depth/lag queries for the metrics",
+    )
+    _option(
+        run,
+        "--prune-older-than",
+        "PRUNE_OLDER_THAN",
+        argtypes.parse_duration,
+        None,
+        "also delete succeeded and cancelled runs older than this, every 10 minutes "
+        "(e.g. 30d; default: keep everything)",
     )
     run.add_argument("--drain", action="store_true", help="exit once no runnable run is left")
     run.add_argument(
@@ -381,50 +393,68 @@ def _submit(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     load_registry(args.app)  # a bad --app fails before anything connects
-    with Client(args.dsn, migrate=args.auto_migrate, audit=args.audit) as client:
-        pool = Pool(
-            client,
-            args.app,
-            processes=args.processes,
-            executor=args.executor,
-            worker_id=args.worker_id,
-            types=args.types or None,
-            prefixes=args.prefixes,
-            batch_size=args.batch_size,
-            prefetch=args.prefetch,
-            lease_seconds=args.lease,
-            poll_interval=args.poll_interval,
-            timeout=args.timeout,
-            max_tasks_per_child=args.max_tasks_per_child,
-            shutdown_grace=args.shutdown_grace,
-            audit=args.audit,
-            log_interval=args.log_interval,
-            schedules=args.schedules,
-        )
-        signals = []
+    metrics = PrometheusMetrics() if args.metrics_port is not None else None
+    with ExitStack() as stack:
+        client = stack.enter_context(Client(args.dsn, migrate=args.auto_migrate, audit=args.audit))
+        if metrics is not None:
+            try:
+                host, port = metrics.serve(args.metrics_port, args.metrics_host)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {exc}"
+                ) from None
+            stack.callback(metrics.close)
+            log.info("metrics at http://%s:%d/metrics", host, port)
+        _serve_pool(args, client, metrics)
 
-        def on_signal(signum: int, frame: object) -> None:
-            signals.append(signum)
-            if len(signals) == 1:
-                log.info(
-                    "%s: stopping gracefully (again to exit at once)", signal.Signals(signum).name
-                )
-                pool.request_stop()
-            else:
-                pool.abort()
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, on_signal)
-        log.info(
-            "pool %s: %d %s worker(s) serving %s on %s",
-            pool.worker_id,
-            pool.processes,
-            pool.executor_kind,
-            ", ".join(args.prefixes or pool.types),
-            client.backend.description,
-        )
-        stats = pool.run(drain=args.drain)
-        print(f"swf-pool: {stats.summary()}")
+def _serve_pool(
+    args: argparse.Namespace, client: Client, metrics: PrometheusMetrics | None
+) -> None:
+    pool = Pool(
+        client,
+        args.app,
+        processes=args.processes,
+        executor=args.executor,
+        worker_id=args.worker_id,
+        types=args.types or None,
+        prefixes=args.prefixes,
+        batch_size=args.batch_size,
+        prefetch=args.prefetch,
+        lease_seconds=args.lease,
+        poll_interval=args.poll_interval,
+        timeout=args.timeout,
+        max_tasks_per_child=args.max_tasks_per_child,
+        shutdown_grace=args.shutdown_grace,
+        audit=args.audit,
+        log_interval=args.log_interval,
+        schedules=args.schedules,
+        metrics=metrics,
+        stats_interval=args.stats_interval,
+        prune_older_than=args.prune_older_than,
+    )
+    signals = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        signals.append(signum)
+        if len(signals) == 1:
+            log.info("%s: stopping gracefully (again to exit at once)", signal.Signals(signum).name)
+            pool.request_stop()
+        else:
+            pool.abort()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    log.info(
+        "pool %s: %d %s worker(s) serving %s on %s",
+        pool.worker_id,
+        pool.processes,
+        pool.executor_kind,
+        ", ".join(args.prefixes or pool.types),
+        client.backend.description,
+    )
+    stats = pool.run(drain=args.drain)
+    print(f"swf-pool: {stats.summary()}")
 
 
 def _scheduler(args: argparse.Namespace) -> None:
@@ -517,6 +547,9 @@ _COMMANDS = {
     "run": _run,
     "scheduler": _scheduler,
     "schedule": _schedule,
+    "status": ops_cli.status,
+    "runs": ops_cli.runs,
+    "prune": ops_cli.prune,
     "demo": _demo,
 }
 

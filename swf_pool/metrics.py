@@ -78,6 +78,7 @@ class PrometheusMetrics(MetricsCollector):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.started = time.monotonic()
+        self._server: Any = None
         self._lock = threading.Lock()
         self._depth_labels: set[tuple[str, str]] = set()
         self._lag_labels: set[str] = set()
@@ -240,10 +241,19 @@ class PrometheusMetrics(MetricsCollector):
         """The text format, as /metrics serves it."""
         return bytes(generate_latest(self.registry))
 
-    def serve(self, port: int, host: str = "127.0.0.1") -> Any:
-        """Serve /metrics on a daemon thread; returns the server (`.shutdown()` stops it)."""
-        server, _ = start_http_server(port, host, registry=self.registry)
-        return server
+    def serve(self, port: int, host: str = "127.0.0.1") -> tuple[str, int]:
+        """Serve /metrics on a daemon thread (port 0: any free port); returns the address.
+        `close()` stops it."""
+        self.close()
+        self._server, _ = start_http_server(port, host, registry=self.registry)
+        address: tuple[str, int] = self._server.server_address[:2]
+        return address
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
 
 
 SUFFIXES = {

@@ -1,0 +1,61 @@
+"""Argument types for the command line: each converts one option's text or says why not."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TypeVar
+
+from .models import Status
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+N = TypeVar("N", int, float)
+DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+
+
+def _at_least(convert: Callable[[str], N], low: N, *, strict: bool = False) -> Callable[[str], N]:
+    """A converter that also checks a lower bound (argparse names `convert` on bad text)."""
+
+    def parse(text: str) -> N:
+        value = convert(text)
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, got {text}")
+        return value
+
+    parse.__name__ = convert.__name__
+    return parse
+
+
+positive_float = _at_least(float, 0.0, strict=True)
+non_negative_float = _at_least(float, 0.0)
+non_negative_int = _at_least(int, 0)
+positive_int = _at_least(int, 1)
+
+
+def csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse_duration(text: str) -> timedelta:
+    """`30d`, `12h`, `1h30m`, `90s`, `2w` as a timedelta (for argparse)."""
+    compact = text.strip().lower()
+    parts = DURATION.findall(compact)
+    if not parts or "".join(n + u for n, u in parts) != compact:
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text!r}: use a number and a unit s, m, h, d or w (e.g. 30d, 1h30m)"
+        )
+    seconds = sum(float(number) * UNITS[unit] for number, unit in parts)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"duration must be positive, got {text!r}")
+    return timedelta(seconds=seconds)
+
+
+def statuses(text: str) -> list[Status]:
+    try:
+        return [Status(part.strip()) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"unknown status in {text!r}: use {', '.join(s.value for s in Status)}"
+        ) from None
