@@ -59,3 +59,17 @@ def statuses(text: str) -> list[Status]:
         raise argparse.ArgumentTypeError(
             f"unknown status in {text!r}: use {', '.join(s.value for s in Status)}"
         ) from None
+
+
+def format_duration(value: timedelta) -> str:
+    """A timedelta the way `parse_duration` reads it: 30d, 1h30m, 90s becomes 1m30s."""
+    seconds = value.total_seconds()
+    parts = []
+    for unit, size in sorted(UNITS.items(), key=lambda item: -item[1]):
+        if unit == "w":
+            continue  # 14d reads better than 2w
+        whole = int(seconds // size) if unit != "s" else seconds
+        if whole:
+            parts.append(f"{whole:g}{unit}")
+            seconds -= whole * size
+    return "".join(parts) or "0s"

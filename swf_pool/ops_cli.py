@@ -212,7 +212,8 @@ def prune(args: argparse.Namespace) -> None:
         )
         _progress_end()
         names = ",".join(s.value for s in args.status)
-        print(f"{verb} {count} {names} run(s) older than {args.older_than}")
+        age = argtypes.format_duration(args.older_than)
+        print(f"{verb} {count} {names} run(s) older than {age}")
 
 
 def _bar(fraction: float, width: int = 30) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from swf_pool import Client, Status
+from swf_pool import Client, Status, argtypes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -135,3 +136,23 @@ def test_demo_reports_what_happened(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "submitted 40 runs" in out.stdout
     assert "demo.flaky.v1" in out.stdout and "retried" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds", "shown"),
+    [
+        ("30d", 2592000, "30d"),
+        ("1h30m", 5400, "1h30m"),
+        ("90s", 90, "1m30s"),
+        ("2w", 1209600, "14d"),
+    ],
+)
+def test_durations(text: str, seconds: float, shown: str) -> None:
+    value = argtypes.parse_duration(text)
+    assert value.total_seconds() == seconds and argtypes.format_duration(value) == shown
+
+
+@pytest.mark.parametrize("text", ["", "30", "d", "1x", "0s", "-1h", "1h 30m"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        argtypes.parse_duration(text)

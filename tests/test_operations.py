@@ -361,7 +361,7 @@ def test_prune_command(client: Client, dsn: str) -> None:
     assert dry.returncode == 0 and "would delete 3 succeeded,cancelled run(s)" in dry.stdout
     assert count(dsn) == 3
     done = cli("prune", "--older-than", "30d", "--batch", "2", "--dsn", dsn)
-    assert "deleted 3 succeeded,cancelled run(s) older than 30 days" in done.stdout
+    assert "deleted 3 succeeded,cancelled run(s) older than 30d" in done.stdout
     assert count(dsn) == 0
     bad = cli("prune", "--older-than", "soon", "--dsn", dsn)
     assert bad.returncode == 2 and "invalid duration 'soon'" in bad.stderr
