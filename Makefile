@@ -12,10 +12,10 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	@# psycopg's C speed-up needs a compiler and libpq headers; without them, use the binary wheel.
-	$(BIN)/python -m pip install -q -e '.[c,dev]' || { \
+	$(BIN)/python -m pip install -q -e '.[c,dev,api]' || { \
 	  echo "swf-pool: psycopg[c] could not be built here (no compiler or libpq headers);" \
 	       "falling back to psycopg[binary]"; \
-	  $(BIN)/python -m pip install -q -e '.[binary,dev]'; }
+	  $(BIN)/python -m pip install -q -e '.[binary,dev,api]'; }
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_schedule(commands)
     ops_cli.add_commands(commands, _add_dsn)
+    _add_serve(commands)
 
     demo = commands.add_parser("demo", help="submit and execute demo runs on a database")
     demo.add_argument(
@@ -297,6 +298,46 @@ def _add_run(commands: Any) -> None:
     )
 
 
+def _add_serve(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="serve the REST API (needs swf-pool[api])",
+        description="The REST API under /api/v1 (the Go server's endpoints, fixed), its "
+        "OpenAPI document at /openapi.json. Stops gracefully on SIGTERM/SIGINT.",
+    )
+    _add_dsn(serve)
+    _option(serve, "--host", "HOST", str, "127.0.0.1", "address to listen on")
+    _option(serve, "--port", "PORT", argtypes.non_negative_int, 8080, "port to listen on")
+    _option(
+        serve,
+        "--api-key",
+        "API_KEY",
+        str,
+        None,
+        "require this X-API-Key on every request but /health (default: no key)",
+    )
+    _option(
+        serve,
+        "--max-body-bytes",
+        "MAX_BODY_BYTES",
+        argtypes.positive_int,
+        1024 * 1024,
+        "largest request body accepted",
+    )
+    serve.add_argument(
+        "--schedules",
+        action="store_true",
+        default=_env("SCHEDULES", "") in ("1", "true", "yes"),
+        help="also run the schedule ticker, so schedules created here fire (env SWF_SCHEDULES=1)",
+    )
+    serve.add_argument(
+        "--auto-migrate",
+        action="store_true",
+        default=_env("AUTO_MIGRATE", "") in ("1", "true", "yes"),
+        help="apply pending migrations first (env SWF_AUTO_MIGRATE=1)",
+    )
+
+
 def _add_schedule(commands: Any) -> None:
     sched = commands.add_parser("schedule", help="create, show and change cron schedules")
     actions = sched.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -457,6 +498,33 @@ def _serve_pool(
     print(f"swf-pool: {stats.summary()}")
 
 
+def _serve(args: argparse.Namespace) -> None:
+    try:
+        import uvicorn
+
+        from .api import create_app
+    except ImportError as exc:
+        raise ConfigError(
+            f"the REST API needs its extra: pip install 'swf-pool[api]' ({exc})"
+        ) from None
+    with Client(args.dsn, migrate=args.auto_migrate) as client:
+        app = create_app(
+            client,
+            api_key=args.api_key,
+            max_body_bytes=args.max_body_bytes,
+            schedules=args.schedules,
+        )
+        log.info(
+            "REST API on http://%s:%d/api/v1 (%s)", args.host, args.port, client.backend.description
+        )
+        # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again for the
+        # handler it found: let that one be a no-op, so a graceful stop exits with status 0
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: None)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+        log.info("REST API stopped")
+
+
 def _scheduler(args: argparse.Namespace) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -550,6 +618,7 @@ _COMMANDS = {
     "status": ops_cli.status,
     "runs": ops_cli.runs,
     "prune": ops_cli.prune,
+    "serve": _serve,
     "demo": _demo,
 }
 

@@ -394,7 +394,10 @@ def _when(run_at: datetime | None, run_in: timedelta | float | None) -> datetime
             raise ValidationError(f"run_at must be a datetime, got {type(run_at).__name__}")
         if run_at.tzinfo is None or run_at.utcoffset() is None:
             raise ValidationError("run_at must be timezone-aware (e.g. datetime.now(UTC))")
-        return run_at
+        try:  # in UTC: PostgreSQL refuses offsets beyond 15:59 that Python allows
+            return run_at.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError(f"run_at is out of range: {run_at.isoformat()}") from None
     if run_in is None:
         return None
     if isinstance(run_in, bool) or not isinstance(run_in, timedelta | int | float):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
@@ -111,6 +111,11 @@ BAD_SUBMITS: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"type": "a", "idempotency_key": 5}, ValidationError, "idempotency_key must be a string"),
     ({"type": "a", "run_at": datetime(2030, 1, 1)}, ValidationError, "timezone-aware"),
     ({"type": "a", "run_at": "tomorrow"}, ValidationError, "run_at must be a datetime"),
+    (
+        {"type": "a", "run_at": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=20)))},
+        ValidationError,
+        "out of range",
+    ),
     ({"type": "a", "run_in": -1}, ValidationError, "must not be negative"),
     ({"type": "a", "run_in": "soon"}, ValidationError, "run_in must be a timedelta"),
     ({"type": "a", "run_in": 5, "run_at": datetime.now(UTC)}, ValidationError, "not both"),
