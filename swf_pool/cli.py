@@ -284,18 +284,21 @@ def _add_run(commands: Any) -> None:
         "(e.g. 30d; default: keep everything)",
     )
     run.add_argument("--drain", action="store_true", help="exit once no runnable run is left")
-    run.add_argument(
-        "--schedules",
-        action="store_true",
-        default=_env("SCHEDULES", "") in ("1", "true", "yes"),
-        help="also run the schedule ticker (env SWF_SCHEDULES=1)",
-    )
-    run.add_argument(
-        "--auto-migrate",
-        action="store_true",
-        default=_env("AUTO_MIGRATE", "") in ("1", "true", "yes"),
-        help="apply pending migrations first (env SWF_AUTO_MIGRATE=1)",
-    )
+    _switches(run, "also run the schedule ticker")
+
+
+def _switches(parser: argparse.ArgumentParser, schedules_help: str) -> None:
+    """--schedules and --auto-migrate, each also from $SWF_<NAME>=1."""
+    for flag, env, text in (
+        ("--schedules", "SCHEDULES", schedules_help),
+        ("--auto-migrate", "AUTO_MIGRATE", "apply pending migrations first"),
+    ):
+        parser.add_argument(
+            flag,
+            action="store_true",
+            default=_env(env, "") in ("1", "true", "yes"),
+            help=f"{text} (env SWF_{env}=1)",
+        )
 
 
 def _add_serve(commands: Any) -> None:
@@ -324,18 +327,7 @@ def _add_serve(commands: Any) -> None:
         1024 * 1024,
         "largest request body accepted",
     )
-    serve.add_argument(
-        "--schedules",
-        action="store_true",
-        default=_env("SCHEDULES", "") in ("1", "true", "yes"),
-        help="also run the schedule ticker, so schedules created here fire (env SWF_SCHEDULES=1)",
-    )
-    serve.add_argument(
-        "--auto-migrate",
-        action="store_true",
-        default=_env("AUTO_MIGRATE", "") in ("1", "true", "yes"),
-        help="apply pending migrations first (env SWF_AUTO_MIGRATE=1)",
-    )
+    _switches(serve, "also run the schedule ticker, so schedules created here fire")
 
 
 def _add_schedule(commands: Any) -> None:
