@@ -1,4 +1,5 @@
-"""The REST API: the Go server's endpoints under /api/v1, with its defects fixed.
+"""The REST API: the Go server's endpoints under /api/v1, with its defects fixed; and the
+dashboard (`dashboard.py`) at /.
 
 A Starlette app over the same `Client` as everything else (no second data-access path).
 Client errors are 4xx with `{"error": "..."}`; a 500 happens only for a real fault and is
@@ -15,16 +16,18 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from .client import MAX_LIST_LIMIT, Client
+from .dashboard import COOKIE, Dashboard
 from .errors import (
     DatabaseError,
     DataRejected,
@@ -44,7 +47,7 @@ from .ticker import TickerThread
 log = logging.getLogger("swf_pool.api")
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-OPEN_PATHS = ("/api/v1/health", "/openapi.json")
+OPEN_PATHS = ("/api/v1/health", "/openapi.json", "/login")  # and /static/
 # request bodies: what each accepts (anything else is ignored, as the Go server does)
 SUBMIT_FIELDS = ("payload", "priority", "idempotency_key", "max_attempts")
 SCHEDULE_FIELDS = ("payload", "timezone", "priority", "max_attempts", "missed", "catch_up_limit")
@@ -155,6 +158,8 @@ class Endpoints:
             type=query.get("type") or None,
             status=query.get("status") or None,
             idempotency_key=query.get("idempotency_key") or None,
+            created_after=_time_query(query, "created_after"),
+            created_before=_time_query(query, "created_before"),
             limit=min(_int(query, "limit", DEFAULT_LIST_LIMIT), MAX_LIST_LIMIT),
             offset=_int(query, "offset", 0),
         )
@@ -247,6 +252,7 @@ def create_app(
     """The ASGI app. `client` stays open for the app's life (the caller closes it); with
     `schedules`, a schedule ticker runs for as long as the app does."""
     endpoints = Endpoints(client, max_body_bytes, api_key is not None)
+    dashboard = Dashboard(client, endpoints.call, api_key)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -258,7 +264,7 @@ def create_app(
             yield
 
     app = Starlette(
-        routes=endpoints.routes(),
+        routes=[*endpoints.routes(), *dashboard.routes()],
         lifespan=lifespan,
         exception_handlers={404: _not_found, 405: _not_allowed},
     )
@@ -282,10 +288,13 @@ class Guard(BaseHTTPMiddleware):
     async def _answer(
         self, request: Request, call_next: RequestResponseEndpoint, request_id: str
     ) -> Response:
-        if self.api_key is not None and request.url.path not in OPEN_PATHS:
-            given = request.headers.get("x-api-key", "").encode()
-            if not hmac.compare_digest(given, self.api_key):
-                return error(401, "missing or invalid API key (X-API-Key)")
+        path = request.url.path
+        if self.api_key is not None and path not in OPEN_PATHS and not path.startswith("/static/"):
+            given = request.headers.get("x-api-key") or request.cookies.get(COOKIE, "")
+            if not hmac.compare_digest(given.encode(), self.api_key):
+                if path.startswith("/api/"):
+                    return error(401, "missing or invalid API key (X-API-Key)")
+                return RedirectResponse("/login?" + urlencode({"next": path}), status_code=303)
         try:
             return await call_next(request)
         except ClientError as exc:
@@ -340,6 +349,11 @@ def _int(query: Any, name: str, default: int) -> int:
         return int(text)
     except ValueError:
         raise ClientError(400, f"{name} must be an integer, got {text!r}") from None
+
+
+def _time_query(query: Any, name: str) -> datetime | None:
+    text = query.get(name)
+    return _timestamp(name, text) if text else None
 
 
 def _timestamp(name: str, value: object) -> datetime:

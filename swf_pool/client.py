@@ -166,14 +166,19 @@ class Client:
         type: str | None = None,
         status: Status | str | None = None,
         idempotency_key: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         limit: int = DEFAULT_LIST_LIMIT,
         offset: int = 0,
     ) -> list[RunRecord]:
-        """Runs, newest first, optionally filtered; `limit` is at most 1000."""
+        """Runs, newest first, optionally filtered (`created_after` inclusive,
+        `created_before` exclusive); `limit` is at most 1000."""
         filters = RunFilter(
             type=type,
             status=_status(status),
             idempotency_key=idempotency_key,
+            created_after=_aware("created_after", created_after),
+            created_before=_aware("created_before", created_before),
             limit=_bounded("limit", limit, 1, MAX_LIST_LIMIT),
             offset=_bounded("offset", offset, 0, INT32_MAX),
         )
@@ -299,6 +304,12 @@ class Client:
             if progress:
                 progress(done, seen)
 
+    def throughput(self, minutes: int = 60) -> builtins.list[tuple[datetime, int, int]]:
+        """(minute, succeeded, failed) for each of the last `minutes` with any, from the
+        events (with audit="failures" only failures are recorded)."""
+        since = datetime.now(UTC) - timedelta(minutes=_bounded("minutes", minutes, 1, 1440))
+        return self.backend.throughput(since)
+
     def table_rows(self) -> int:
         """About how many rows workflow_run holds (PostgreSQL's estimate; exact on SQLite)."""
         return self.backend.table_rows()
@@ -390,14 +401,7 @@ def _when(run_at: datetime | None, run_in: timedelta | float | None) -> datetime
     if run_at is not None and run_in is not None:
         raise ValidationError("give run_at or run_in, not both")
     if run_at is not None:
-        if not isinstance(run_at, datetime):
-            raise ValidationError(f"run_at must be a datetime, got {type(run_at).__name__}")
-        if run_at.tzinfo is None or run_at.utcoffset() is None:
-            raise ValidationError("run_at must be timezone-aware (e.g. datetime.now(UTC))")
-        try:  # in UTC: PostgreSQL refuses offsets beyond 15:59 that Python allows
-            return run_at.astimezone(UTC)
-        except OverflowError:
-            raise ValidationError(f"run_at is out of range: {run_at.isoformat()}") from None
+        return _aware("run_at", run_at)
     if run_in is None:
         return None
     if isinstance(run_in, bool) or not isinstance(run_in, timedelta | int | float):
@@ -417,6 +421,20 @@ def _status(value: Status | str | None) -> Status | None:
         raise ValidationError(
             f"unknown status {value!r}: use one of {', '.join(s.value for s in Status)}"
         ) from None
+
+
+def _aware(name: str, value: object) -> datetime | None:
+    """`value` in UTC (PostgreSQL refuses offsets beyond 15:59 that Python allows)."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise ValidationError(f"{name} must be a datetime, got {type(value).__name__}")
+    if value.utcoffset() is None:
+        raise ValidationError(f"{name} must be timezone-aware (e.g. datetime.now(UTC))")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError(f"{name} is out of range: {value.isoformat()}") from None
 
 
 def _duration(name: str, value: object) -> timedelta:

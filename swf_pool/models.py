@@ -228,6 +228,8 @@ class RunFilter:
     type: str | None = None
     status: Status | None = None
     idempotency_key: str | None = None
+    created_after: datetime | None = None  # inclusive
+    created_before: datetime | None = None  # exclusive
     limit: int = DEFAULT_LIST_LIMIT
     offset: int = 0
 

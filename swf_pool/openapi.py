@@ -196,6 +196,8 @@ LIST_PARAMS = [
         "schema": {"type": "string", "enum": [s.value for s in Status]},
     },
     {"name": "idempotency_key", "in": "query", "schema": {"type": "string"}},
+    {"name": "created_after", "in": "query", "schema": TIME, "description": "inclusive"},
+    {"name": "created_before", "in": "query", "schema": TIME, "description": "exclusive"},
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
     {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
 ]

@@ -156,6 +156,8 @@ class PostgresBackend:
             "type": filters.type,
             "status": filters.status.value if filters.status else None,
             "key": filters.idempotency_key,
+            "after": filters.created_after,
+            "before": filters.created_before,
             "limit": filters.limit,
             "offset": filters.offset,
         }
@@ -283,6 +285,10 @@ class PostgresBackend:
         }
         [row] = self._rows("prune", params)
         return row["last"], row["scanned"], row["matched"]
+
+    def throughput(self, since: datetime) -> list[tuple[datetime, int, int]]:
+        rows = self._rows("throughput", {"since": since})
+        return [(row["minute"], row["succeeded"], row["failed"]) for row in rows]
 
     def table_rows(self) -> int:
         return int(self._rows("table_rows", {})[0]["estimate"])

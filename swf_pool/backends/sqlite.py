@@ -56,6 +56,10 @@ def parse_time(text: str | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def _time_or_none(moment: datetime | None) -> str | None:
+    return None if moment is None else format_time(moment)
+
+
 def _now() -> str:
     return format_time(datetime.now(UTC))
 
@@ -163,6 +167,8 @@ class SqliteBackend:
             "type": filters.type,
             "status": filters.status.value if filters.status else None,
             "key": filters.idempotency_key,
+            "after": _time_or_none(filters.created_after),
+            "before": _time_or_none(filters.created_before),
             "limit": filters.limit,
             "offset": filters.offset,
         }
@@ -396,6 +402,15 @@ class SqliteBackend:
             if matched and not dry_run:
                 db.execute(Q["prune_delete"], {"ids": codec.encode(matched)})
         return scanned[-1], len(scanned), len(matched)
+
+    def throughput(self, since: datetime) -> list[tuple[datetime, int, int]]:
+        rows = self._rows("throughput", {"since": format_time(since)})
+        out = []
+        for row in rows:
+            minute = parse_time(row["minute"])
+            assert minute is not None
+            out.append((minute, row["succeeded"], row["failed"]))
+        return out
 
     def table_rows(self) -> int:
         return int(self._rows("table_rows", {})[0]["estimate"])

@@ -69,6 +69,8 @@ WHERE deleted_at IS NULL
   AND (%(type)s::text IS NULL OR type = %(type)s::text)
   AND (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(key)s::text IS NULL OR idempotency_key = %(key)s::text)
+  AND (%(after)s::timestamptz IS NULL OR created_at >= %(after)s::timestamptz)
+  AND (%(before)s::timestamptz IS NULL OR created_at < %(before)s::timestamptz)
 ORDER BY created_at DESC, id
 LIMIT %(limit)s OFFSET %(offset)s;
 
@@ -372,3 +374,13 @@ SELECT (SELECT id::text FROM scanned ORDER BY id DESC LIMIT 1) AS last,
 SELECT CASE WHEN reltuples < 0 THEN (SELECT count(*) FROM workflow_run)
             ELSE reltuples::bigint END AS estimate
 FROM pg_class WHERE oid = 'workflow_run'::regclass;
+
+-- throughput --
+-- Runs that ended, per minute, from their events (idx_workflow_event_type). With the lean
+-- audit level `succeeded` events are not written, so only failures show.
+SELECT date_trunc('minute', created_at) AS minute,
+       count(*) FILTER (WHERE event_type = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE event_type = 'failed') AS failed
+FROM workflow_event
+WHERE event_type IN ('succeeded', 'failed') AND created_at >= %(since)s
+GROUP BY 1 ORDER BY 1;

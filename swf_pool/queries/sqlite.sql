@@ -51,6 +51,8 @@ WHERE deleted_at IS NULL
   AND (:type IS NULL OR type = :type)
   AND (:status IS NULL OR status = :status)
   AND (:key IS NULL OR idempotency_key = :key)
+  AND (:after IS NULL OR created_at >= :after)
+  AND (:before IS NULL OR created_at < :before)
 ORDER BY created_at DESC, id
 LIMIT :limit OFFSET :offset;
 
@@ -236,3 +238,11 @@ DELETE FROM workflow_run WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- table_rows --
 SELECT count(*) AS estimate FROM workflow_run;
+
+-- throughput --
+SELECT substr(created_at, 1, 16) || ':00' AS minute,
+       sum(event_type = 'succeeded') AS succeeded,
+       sum(event_type = 'failed') AS failed
+FROM workflow_event
+WHERE event_type IN ('succeeded', 'failed') AND created_at >= :since
+GROUP BY 1 ORDER BY 1;
