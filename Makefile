@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all install run test lint format mypy bench bench-quick clean
+.PHONY: all install run test torture lint format mypy bench bench-quick clean
 
 all: lint mypy test
 
@@ -26,6 +26,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The torture suite at full size: 50,000 runs under a kill storm, database faults, lease
+# races, the bad-input matrix with 1,000 fuzzed examples, a soak of 1,000,000 runs.
+# (`make test` runs all of it at a small size.)
+torture: $(STAMP)
+	SWF_TORTURE=full $(BIN)/python -m pytest tests/torture -s -o timeout=1800 -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check swf_pool tests bench examples

@@ -15,6 +15,9 @@ import orjson
 from .errors import InvalidPayload
 
 
+MAX_JSON_BYTES = 16 * 1024 * 1024  # a queue carries intents, not blobs: store those elsewhere
+
+
 def encode(value: Any, what: str = "payload") -> str:
     """Encode `value` as compact JSON text, or raise `InvalidPayload` naming the problem."""
     try:
@@ -29,6 +32,10 @@ def encode(value: Any, what: str = "payload") -> str:
         _check(value, what)
     if b"\\u0000" in data:
         raise InvalidPayload(f"{what} contains a NUL character (\\u0000), which jsonb rejects")
+    if len(data) > MAX_JSON_BYTES:
+        raise InvalidPayload(
+            f"{what} is {len(data)} bytes of JSON; the limit is {MAX_JSON_BYTES} (16 MiB)"
+        )
     return data.decode()
 
 

@@ -372,7 +372,11 @@ class ProcessExecutor:
                 # a big message to a busy worker could block us: wait until it is idle
                 self.queue.extendleft(reversed(chunk))
                 continue
-            child.conn.send_bytes(blob)
+            try:
+                child.conn.send_bytes(blob)
+            except OSError:  # it died a moment ago: its sentinel tells; keep the tasks
+                self.queue.extendleft(reversed(chunk))
+                continue
             for task in chunk:
                 child.sent[task.seq] = task
 
@@ -452,7 +456,8 @@ class ProcessExecutor:
             if seq in child.sent:
                 child.cancels.add(seq)  # flagged for run.is_cancelled() while it runs
                 child.slot.cancel_if_running(child.cancels)
-                child.conn.send(("cancel", seq))  # skipped if it has not started
+                with contextlib.suppress(OSError):  # if it died, its sentinel tells
+                    child.conn.send(("cancel", seq))  # skipped if it has not started
 
     def kill(self, seq: int, reason: str) -> bool:
         for child in self.children:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import orjson
 import psycopg
@@ -37,6 +40,7 @@ from . import Fired, Planner, lease_state
 
 Q = queries.load("postgres")
 CONNECT_TIMEOUT_SECONDS = 10.0
+IDLE_CHECK_SECONDS = 1.0  # a connection unused this long is checked before it is handed out
 CHECKOUT_TIMEOUT_SECONDS = 5.0  # while the server is away, fail fast and let callers back off
 Row = dict[str, Any]
 
@@ -73,6 +77,7 @@ class PostgresBackend:
     def __init__(self, target: PostgresTarget, *, pool_size: int = 4) -> None:
         self.target = target
         self.description = f"postgres {redact(target.conninfo)} (schema {target.schema})"
+        self._used: WeakKeyDictionary[psycopg.Connection[Any], float] = WeakKeyDictionary()
         self._search_path = sql.SQL("SET search_path TO {}").format(sql.Identifier(target.schema))
         probe(target).close()  # a clear error now beats a pool timeout later
         self._pool = ConnectionPool(
@@ -81,6 +86,7 @@ class PostgresBackend:
             max_size=max(1, pool_size),
             kwargs={"autocommit": True, "row_factory": dict_row, **connect_options(target)},
             configure=self._configure,
+            check=self._check,
             open=False,
             timeout=CHECKOUT_TIMEOUT_SECONDS,
             name=f"swf-pool:{target.schema}",
@@ -89,6 +95,20 @@ class PostgresBackend:
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
         except PoolTimeout as exc:
             raise ConnectError(f"cannot open a pool to {self.description}: {exc}") from None
+
+    def _check(self, conn: psycopg.Connection[Any]) -> None:
+        """On checkout: a connection idle for a while may have been closed by the server (a
+        restart, pg_terminate_backend, a failover) without our knowing; one round trip tells,
+        and the pool replaces it if so. Busy connections skip the check."""
+        if time.monotonic() - self._used.get(conn, 0.0) > IDLE_CHECK_SECONDS:
+            ConnectionPool.check_connection(conn)
+
+    def _purge(self) -> None:
+        """After a lost connection, its idle siblings were most likely lost too (a restart,
+        a failover, pg_terminate_backend): drop them all now, rather than discover them one
+        checkout at a time, each after a longer pause."""
+        with contextlib.suppress(Exception):
+            self._pool.check()
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(self._search_path)
@@ -102,12 +122,14 @@ class PostgresBackend:
         try:
             with self._pool.connection() as conn:
                 yield conn
+                self._used[conn] = time.monotonic()
         except psycopg.errors.UndefinedTable as exc:
             raise SchemaNotReady(
                 f"{exc.diag.message_primary} in schema {self.target.schema!r}: "
                 "run `swf-pool migrate up` (or pass migrate=True)"
             ) from None
         except (psycopg.OperationalError, PoolTimeout) as exc:
+            self._purge()
             raise ConnectError(f"lost the database ({self.description}): {exc}") from exc
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
             raise DataRejected(f"{type(exc).__name__}: {exc}") from exc
