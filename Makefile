@@ -12,10 +12,10 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	@# psycopg's C speed-up needs a compiler and libpq headers; without them, use the binary wheel.
-	$(BIN)/python -m pip install -q -e '.[c,dev,api]' || { \
+	$(BIN)/python -m pip install -q -e '.[c,dev,api,plots]' || { \
 	  echo "swf-pool: psycopg[c] could not be built here (no compiler or libpq headers);" \
 	       "falling back to psycopg[binary]"; \
-	  $(BIN)/python -m pip install -q -e '.[binary,dev,api]'; }
+	  $(BIN)/python -m pip install -q -e '.[binary,dev,api,plots]'; }
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -50,14 +50,20 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.enqueue
 	$(BIN)/python -m bench.drain
 	$(BIN)/python -m bench.latency
+	$(BIN)/python -m bench.contention
 	$(BIN)/python -m bench.scaling
+	$(BIN)/python -m bench.table_size
 	$(BIN)/python -m pytest bench -m bench --benchmark-only -p no:cacheprovider
+	$(BIN)/python -m bench.report
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.enqueue --quick
 	$(BIN)/python -m bench.drain --quick
 	$(BIN)/python -m bench.latency --quick
+	$(BIN)/python -m bench.contention --quick
 	$(BIN)/python -m bench.scaling --quick
+	$(BIN)/python -m bench.table_size --quick
+	$(BIN)/python -m bench.report --quick
 
 clean:
 	rm -rf $(VENV) demo.db demo.db-wal demo.db-shm .pytest_cache .mypy_cache .ruff_cache

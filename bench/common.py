@@ -1,4 +1,5 @@
-"""Shared benchmark plumbing: a database to run on and a uniform way to print results."""
+"""Shared benchmark plumbing: a database to run on, progress on long runs, and one way to
+print and keep results (`bench/results/<scenario>.json`, read by `bench.report`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
+import threading
+import time
 import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import psycopg
@@ -15,6 +24,8 @@ from swf_pool import Client
 from swf_pool.dsn import PostgresTarget, parse_dsn
 
 DEFAULT_DSN = os.environ.get("SWF_BENCH_DSN", "host=127.0.0.1 user=postgres dbname=postgres")
+RESULTS = Path(__file__).resolve().parent / "results"
+QUICK = False  # set by parser(): quick results go to results/quick/, never into the report
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -26,6 +37,12 @@ def parser(description: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help="small sizes, for CI")
     return p
+
+
+def quick(args: argparse.Namespace) -> bool:
+    global QUICK
+    QUICK = bool(args.quick)
+    return QUICK
 
 
 class Scratch:
@@ -51,16 +68,119 @@ class Scratch:
                 conn.execute(f'DROP SCHEMA "{self.schema}" CASCADE'.encode())
 
 
+def fill(dsn: str, runs: int, type_: str = "bench.noop.v1", label: str = "submitting") -> None:
+    """`runs` no-op runs, 5,000 per statement."""
+    done = [0]
+    with Client(dsn) as client, Progress(label, runs, lambda: done[0]):
+        for start in range(0, runs, 5000):
+            count = min(5000, runs - start)
+            client.submit_many({"type": type_, "payload": None} for _ in range(count))
+            done[0] += count
+
+
+class Progress:
+    """A progress bar on stderr while a long step runs (redrawn in place on a terminal, a
+    line every 10 s otherwise); `done()` is polled from a thread of its own."""
+
+    def __init__(self, label: str, total: int, done: Callable[[], int]) -> None:
+        self.label, self.total, self.done = label, max(total, 1), done
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.tty = sys.stderr.isatty()
+        self.began = time.monotonic()
+
+    def __enter__(self) -> Progress:
+        self.thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: TracebackType | None) -> None:
+        self.stop.set()
+        self.thread.join()
+        if self.tty:
+            print(file=sys.stderr)
+
+    def _loop(self) -> None:
+        every = 0.25 if self.tty else 10.0
+        while not self.stop.wait(every):
+            self._draw()
+        self._draw()
+
+    def _draw(self) -> None:
+        fraction = min(self.done() / self.total, 1.0)
+        filled = int(fraction * 30)
+        line = (
+            f"{self.label:<28} [{'#' * filled}{'.' * (30 - filled)}] {fraction:4.0%} "
+            f"{time.monotonic() - self.began:6.1f}s"
+        )
+        print(("\r" if self.tty else "") + line, end="" if self.tty else "\n", file=sys.stderr)
+        sys.stderr.flush()
+
+
 def machine() -> dict[str, Any]:
-    return {
+    """What the numbers were measured on."""
+    memory = _proc_field("/proc/meminfo", "MemTotal:")
+    info: dict[str, Any] = {
         "cpus": os.cpu_count(),
+        "cpu": _proc_field("/proc/cpuinfo", "model name", ":"),
+        "memory GiB": round(int(memory.split()[0]) / 1024**2) if memory else None,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "commit": _commit(),
     }
+    try:
+        with psycopg.connect(DEFAULT_DSN) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+            info["postgresql"] = row[0] if row else None
+    except psycopg.Error:
+        info["postgresql"] = None
+    return info
 
 
-def report(name: str, results: dict[str, Any]) -> None:
-    """Print one JSON line and one markdown row."""
-    print(json.dumps({"scenario": name, **results, "machine": machine()}))
+def _proc_field(path: str, prefix: str, separator: str | None = None) -> str | None:
+    """The value of the first line of /proc/... that starts with `prefix`."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith(prefix):
+            value = line.split(separator, 1)[1] if separator else line[len(prefix) :]
+            return value.strip()
+    return None
+
+
+def _commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=RESULTS.parent,
+        )
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
+def markdown(name: str, results: dict[str, Any]) -> str:
     cells = " | ".join(f"{k}: {v}" for k, v in results.items())
-    print(f"| {name} | {cells} |")
+    return f"| {name} | {cells} |"
+
+
+def report(name: str, results: dict[str, Any], samples: dict[str, Any] | None = None) -> None:
+    """Print one JSON line and one markdown row, and keep them (with `samples`, raw data for
+    the plots) in bench/results/ (results/quick/ for --quick runs)."""
+    record = {
+        "scenario": name,
+        **results,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": QUICK,
+    }
+    described = machine()
+    print(json.dumps({**record, "machine": described}))
+    print(markdown(name, results), flush=True)
+    folder = RESULTS / "quick" if QUICK else RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    kept = {"results": record, "machine": described, "samples": samples or {}}
+    (folder / f"{name}.json").write_text(json.dumps(kept, indent=1) + "\n")

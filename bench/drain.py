@@ -1,7 +1,8 @@
 """Drain rate of no-op runs: the pool (full and lean audit) against the bare SQL ceiling.
 
 The ceiling is the durable cycle alone on the same database: claim B rows with one CTE
-(FOR UPDATE SKIP LOCKED), mark them succeeded with one statement; no events, no processes.
+(FOR UPDATE SKIP LOCKED, through the pool's own swf_claimable), mark them succeeded with one
+statement; no events, no processes.
 
     python -m bench.drain [--dsn ...] [--quick] [--runs N] [--batch 50,100,250]
 """
@@ -16,13 +17,10 @@ import psycopg
 from swf_pool import Client, Pool
 from swf_pool.dsn import PostgresTarget, parse_dsn
 
-from .common import Scratch, parser, report
+from .common import Progress, Scratch, fill, markdown, parser, quick, report
 
 CLAIM = """
-WITH picked AS (
-    SELECT id FROM workflow_run
-    WHERE status = 'pending' AND deleted_at IS NULL AND run_at <= now() AND type = %s
-    ORDER BY priority, created_at LIMIT %s FOR UPDATE SKIP LOCKED)
+WITH picked AS (SELECT id FROM swf_claimable(ARRAY[%s], '{}', %s))
 UPDATE workflow_run r SET status = 'leased', leased_by = 'ceiling', attempt = r.attempt + 1,
        lease_until = now() + interval '30 seconds', updated_at = now()
 FROM picked WHERE r.id = picked.id RETURNING r.id
@@ -33,13 +31,6 @@ WHERE id = ANY(%s) AND status = 'leased' AND leased_by = 'ceiling'
 """
 
 
-def fill(dsn: str, runs: int) -> None:
-    with Client(dsn) as client:
-        for start in range(0, runs, 5000):
-            count = min(5000, runs - start)
-            client.submit_many({"type": "bench.noop.v1", "payload": None} for _ in range(count))
-
-
 def ceiling(dsn: str, runs: int, batch: int) -> float:
     target = parse_dsn(dsn)
     assert isinstance(target, PostgresTarget)
@@ -47,11 +38,12 @@ def ceiling(dsn: str, runs: int, batch: int) -> float:
     with psycopg.connect(target.conninfo, autocommit=True) as conn:
         conn.execute(f'SET search_path TO "{target.schema}"'.encode())
         started = time.perf_counter()
-        done = 0
-        while ids := [row[0] for row in conn.execute(CLAIM, ("bench.noop.v1", batch))]:
-            conn.execute(COMPLETE, (ids,))
-            done += len(ids)
-        return done / (time.perf_counter() - started)
+        done = [0]
+        with Progress(f"ceiling, batch {batch}", runs, lambda: done[0]):
+            while ids := [row[0] for row in conn.execute(CLAIM, ("bench.noop.v1", batch))]:
+                conn.execute(COMPLETE, (ids,))
+                done[0] += len(ids)
+        return done[0] / (time.perf_counter() - started)
 
 
 def pool_rate(dsn: str, runs: int, batch: int, audit: str) -> tuple[float, Any]:
@@ -67,7 +59,8 @@ def pool_rate(dsn: str, runs: int, batch: int, audit: str) -> tuple[float, Any]:
             log_interval=3600,
         )
         started = time.perf_counter()
-        stats = pool.drain()
+        with Progress(f"pool, {audit} audit, batch {batch}", runs, lambda: pool.stats.succeeded):
+            stats = pool.drain()
         return stats.succeeded / (time.perf_counter() - started), stats
 
 
@@ -76,11 +69,12 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=None)
     p.add_argument("--batch", default=None, help="comma-separated batch sizes")
     args = p.parse_args()
-    runs = args.runs or (3000 if args.quick else 20000)
+    runs = args.runs or (3000 if quick(args) else 100_000)
     batches = [
         int(b) for b in (args.batch or ("100" if args.quick else "50,100,250,500")).split(",")
     ]
     best: dict[str, Any] = {}
+    rows = []
     for batch in batches:
         # each measurement on a fresh table: finished rows and dead tuples left by one would
         # slow the next (table-size sensitivity is a scenario of its own)
@@ -99,10 +93,11 @@ def main() -> None:
             "lean/ceiling": round(lean / top, 2),
             "statements/run": round((stats.claims + stats.flushes) / max(stats.claimed, 1), 3),
         }
-        report("drain", row)
+        rows.append(row)
+        print(markdown(f"drain, batch {batch}", row), flush=True)
         if not best or row["full/ceiling"] > best["full/ceiling"]:
             best = row
-    report("drain-best", best)
+    report("drain", {"runs": runs, **best}, {"by batch": rows})
 
 
 if __name__ == "__main__":

@@ -9,12 +9,12 @@ import time
 
 from swf_pool import Client
 
-from .common import Scratch, parser, report
+from .common import Scratch, parser, quick, report
 
 
 def main() -> None:
     args = parser(__doc__ or "").parse_args()
-    singles, bulk = (200, 5000) if args.quick else (2000, 50000)
+    singles, bulk = (200, 5000) if quick(args) else (2000, 50000)
     with Scratch(args.dsn) as scratch, Client(scratch.dsn) as client:
         started = time.perf_counter()
         for i in range(singles):

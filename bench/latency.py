@@ -16,14 +16,14 @@ import time
 
 from swf_pool import Client, Pool
 
-from .common import Scratch, parser, report
+from .common import Scratch, parser, quick, report
 
 
 def main() -> None:
     p = parser(__doc__ or "")
     p.add_argument("--runs", type=int, default=None)
     args = p.parse_args()
-    runs = args.runs or (100 if args.quick else 500)
+    runs = args.runs or (100 if quick(args) else 500)
     with Scratch(args.dsn) as scratch, Client(scratch.dsn) as client:
         pool = Pool(client, "bench.apps:registry", processes=2, poll_interval=30, log_interval=3600)
         thread = threading.Thread(target=pool.run, daemon=True)
@@ -59,6 +59,7 @@ def main() -> None:
             "max ms": round(committed[-1], 2),
             "p50 ms from the submit call": round(statistics.median(from_call), 2),
         },
+        {"ms after the commit": [round(v, 3) for v in committed]},
     )
 
 

@@ -10,7 +10,7 @@ import time
 
 from swf_pool import Client, Pool
 
-from .common import Scratch, parser, report
+from .common import Scratch, parser, quick, report
 
 
 def rate(dsn: str, runs: int, ms: int, processes: int) -> float:
@@ -27,7 +27,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=None)
     p.add_argument("--ms", type=int, default=20)
     args = p.parse_args()
-    runs = args.runs or (50 if args.quick else 200)
+    runs = args.runs or (50 if quick(args) else 200)
     rates = {}
     for processes in range(1, (os.cpu_count() or 1) + 1):
         with Scratch(args.dsn) as scratch:
@@ -38,6 +38,7 @@ def main() -> None:
             **{f"{n} proc runs/s": round(r, 1) for n, r in rates.items()},
             "speed-up": round(rates[max(rates)] / rates[1], 2),
         },
+        {"runs/s by processes": {str(n): r for n, r in rates.items()}},
     )
 
 

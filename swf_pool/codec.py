@@ -14,7 +14,6 @@ import orjson
 
 from .errors import InvalidPayload
 
-
 MAX_JSON_BYTES = 16 * 1024 * 1024  # a queue carries intents, not blobs: store those elsewhere
 
 

@@ -85,6 +85,7 @@ class PoolStats:
     released: int = 0
     timed_out: int = 0
     claims: int = 0
+    empty_claims: int = 0  # claims that found nothing (idle polls, or another pool was faster)
     flushes: int = 0
     db_errors: int = 0
     started_at: float = field(default_factory=time.monotonic)
@@ -420,6 +421,7 @@ class Pool:
         self.backoff = 0.0
         self.stats.claims += 1
         self.stats.claimed += len(batch)
+        self.stats.empty_claims += not batch
         metrics, worker_id = self.metrics, self.worker_id
         metrics.record_claim(worker_id, len(batch), seconds)
         for run in batch:

@@ -102,12 +102,10 @@ WITH expired AS (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), pending AS (
-    SELECT id, priority, created_at FROM workflow_run
-    WHERE status = 'pending' AND deleted_at IS NULL AND run_at <= now()
-      AND (type = ANY(%(types)s::text[]) OR type LIKE ANY(%(prefixes)s::text[]))
-    ORDER BY priority, created_at
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    -- due pending runs in claim order, through swf_run_pending_idx whatever the statistics
+    -- say (migration 0007)
+    SELECT id, priority, created_at
+    FROM swf_claimable(%(types)s::text[], %(prefixes)s::text[], %(limit)s::int)
 ), exhausted AS (
     UPDATE workflow_run r
     SET status = 'failed', lease_until = NULL, updated_at = now(),

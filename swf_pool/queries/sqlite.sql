@@ -77,7 +77,9 @@ ORDER BY lease_until
 LIMIT :limit;
 
 -- pending --
-SELECT id FROM workflow_run
+-- Claim order through swf_run_pending_idx, whatever the planner guesses (see PostgreSQL's
+-- swf_claimable): reading every pending run and sorting them would cost the whole queue.
+SELECT id FROM workflow_run INDEXED BY swf_run_pending_idx
 WHERE status = 'pending' AND deleted_at IS NULL AND run_at <= :now
   AND (workflow_run.type IN (SELECT value FROM json_each(:types))
        OR EXISTS (SELECT 1 FROM json_each(:prefixes) p WHERE workflow_run.type LIKE p.value ESCAPE '\'))
