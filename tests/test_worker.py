@@ -7,6 +7,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
 from swf_pool import (
@@ -21,6 +22,7 @@ from swf_pool import (
     Run,
     Status,
 )
+from swf_pool.dsn import PostgresTarget, parse_dsn
 from swf_pool.models import Lease, LeaseState, Outcome
 
 from .helpers import sql, wait_until
@@ -337,3 +339,29 @@ def test_go_library_events_and_runs_count_per_type(client: Client) -> None:
     Pool(client, registry, executor="inline").drain()
     counted = Counter(r.type for r in client.list() if r.status is Status.SUCCEEDED)
     assert counted == {"a": 2, "b": 1}
+
+
+def test_claims_walk_the_pending_index_whatever_the_statistics(postgres_dsn: str) -> None:
+    """Statistics of a queue table are stale (here: 20,000 runs the planner has never seen);
+    the claim's choice of runs must still be an ordered walk of the claim-order index, never
+    a read and sort of every pending run."""
+    with Client(postgres_dsn) as client:
+        for _ in range(4):
+            client.submit_many({"type": "a.v1"} for _ in range(5000))
+    [proc] = sql(postgres_dsn, "SELECT proconfig FROM pg_proc WHERE proname = 'swf_claimable'")
+    settings = set(proc["proconfig"])
+    assert {"enable_bitmapscan=off", "enable_sort=off", "enable_seqscan=off"} <= settings
+    body = (
+        "SELECT r.id FROM workflow_run r WHERE r.status = 'pending' AND r.deleted_at IS NULL "
+        "AND r.run_at <= now() AND (r.type = ANY('{a.v1}') OR r.type LIKE ANY('{}')) "
+        "ORDER BY r.priority, r.created_at LIMIT 100 FOR UPDATE SKIP LOCKED"
+    )
+    target = parse_dsn(postgres_dsn)
+    assert isinstance(target, PostgresTarget)
+    with psycopg.connect(target.conninfo) as conn:  # one transaction, the function's settings
+        conn.execute(b'SET LOCAL search_path TO "workflow"')
+        for name in ("enable_bitmapscan", "enable_sort", "enable_seqscan"):
+            conn.execute(f"SET LOCAL {name} = off".encode())
+        plan = conn.execute(f"EXPLAIN (COSTS OFF) {body}".encode()).fetchall()
+    text = " ".join(row[0] for row in plan)
+    assert "Index Scan using swf_run_pending_idx" in text and "Sort" not in text, text
