@@ -1,6 +1,6 @@
 """Contention: 1, 2 and 4 pools draining one table at once (each in a process of its own,
-one inline worker each, so the database is what they share): the aggregate rate, and the
-claims that came back empty because another pool had taken the runs.
+with two worker threads, so that the database is what they share): the aggregate rate, and
+the claims that came back empty because another pool had taken the runs.
 
     python -m bench.contention [--dsn ...] [--quick] [--runs N]
 """
@@ -23,9 +23,11 @@ def drain(dsn: str, name: str, start: Any, out: Any) -> None:
         pool = Pool(
             client,
             "bench.apps:registry",
-            executor="inline",
+            executor="thread",
+            processes=2,
             worker_id=name,
             batch_size=100,
+            prefetch=100,
             audit="failures",
             poll_interval=0.05,
             log_interval=3600,
@@ -70,7 +72,7 @@ def main() -> None:
     p = parser(__doc__ or "")
     p.add_argument("--runs", type=int, default=None)
     args = p.parse_args()
-    runs = args.runs or (3000 if quick(args) else 40_000)
+    runs = args.runs or (3000 if quick(args) else 30_000)
     rows = []
     for pools in POOLS:
         with Scratch(args.dsn) as scratch:

@@ -20,10 +20,10 @@ from swf_pool.dsn import PostgresTarget, parse_dsn
 from .common import Progress, Scratch, fill, markdown, parser, quick, report
 
 CLAIM = """
-WITH picked AS (SELECT id FROM swf_claimable(ARRAY[%s], '{}', %s))
 UPDATE workflow_run r SET status = 'leased', leased_by = 'ceiling', attempt = r.attempt + 1,
        lease_until = now() + interval '30 seconds', updated_at = now()
-FROM picked WHERE r.id = picked.id RETURNING r.id
+WHERE r.id = ANY(ARRAY(SELECT id FROM swf_claimable(ARRAY[%s], '{}', %s)))
+RETURNING r.id
 """
 COMPLETE = """
 UPDATE workflow_run SET status = 'succeeded', lease_until = NULL, updated_at = now()

@@ -161,6 +161,8 @@ def plots(results: dict[str, dict[str, Any]], folder: Path) -> list[str]:
             axes.plot(batches, [r[key] for r in rows], marker="o", label=label)
         axes.set(xlabel="batch size", ylabel="runs/s", title="Drain of no-op runs by batch size")
         axes.set_xscale("log")
+        axes.set_xticks(batches, [str(b) for b in batches])
+        axes.minorticks_off()
         axes.legend()
         drawn.append(_save(figure, folder / "throughput-by-batch.png"))
     if "scaling" in results:
