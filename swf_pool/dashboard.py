@@ -180,8 +180,8 @@ class Dashboard:
         form = await request.form()
         given = str(form.get("key") or "")
         target = str(form.get("next") or "/")
-        if not target.startswith("/") or target.startswith("//"):
-            target = "/"  # only back into this site
+        if not target.startswith("/") or target[1:2] in ("/", "\\"):
+            target = "/"  # only back into this site (a browser reads /\host as //host)
         if self.api_key is None or not hmac.compare_digest(given.encode(), self.api_key.encode()):
             return self.page("login.html", request, 401, next=target, error="wrong API key")
         response = RedirectResponse(target, status_code=303)

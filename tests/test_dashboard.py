@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -149,3 +152,20 @@ def test_retry_every_failed_run_of_a_type(page: Any, client: Client) -> None:
     page.click("button:text('Retry all failed t.nasty_error')")
     assert page.locator("[role=status]").inner_text() == "requeued 3 failed t.nasty_error run(s)"
     assert {client.get(i).status for i in ids} == {Status.PENDING}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("target", ["//evil.example", "/\\evil.example", "https://evil.example"])
+def test_login_never_redirects_off_site(server: Server, target: str) -> None:
+    body = urllib.parse.urlencode({"key": KEY, "next": target}).encode()
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        opener.open(server.base + "/login", data=body, timeout=10)
+        raise AssertionError("expected a redirect")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 303 and exc.headers["location"] == "/"
+        exc.close()
