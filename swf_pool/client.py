@@ -233,7 +233,8 @@ class Client:
 
     def retry(self, run_id: str) -> None:
         """Put a failed or cancelled run back to `pending`, due now, with a fresh attempt
-        budget; a `requeued` event records it."""
+        budget (its attempt number keeps counting; `max_attempts` grows by the budget); a
+        `requeued` event records it."""
         key = _uuid(run_id)
         if key is None:
             raise RunNotFound(f"workflow run {run_id!r} not found")

@@ -175,6 +175,7 @@ class Pool:
         self.max_tasks_per_child = max_tasks_per_child
         self.shutdown_grace = shutdown_grace
         self.audit = Audit(audit)
+        self.audit_full = self.audit is Audit.FULL  # `started` events are written only then
         self.flush_interval = flush_interval
         self.heartbeat_interval = heartbeat_interval
         self.log_interval = log_interval
@@ -182,6 +183,7 @@ class Pool:
         self.listen = listen
         self.schedules = schedules  # run the schedule ticker too
         self.metrics = metrics or MetricsCollector()
+        self.measuring = type(self.metrics) is not MetricsCollector  # else skip the work
         self.stats_interval = stats_interval
         if prune_older_than is not None and prune_older_than <= timedelta(0):
             raise ConfigError(f"prune_older_than must be positive, got {prune_older_than}")
@@ -378,7 +380,7 @@ class Pool:
             return  # no room, or idle (or backing off) until the next poll
         limit = self.claiming = min(room, self.batch_size)
         self.wants_at_claim = self.wants
-        audit_full = self.audit is Audit.FULL
+        audit_full = self.audit_full
 
         def job() -> tuple[list[Claimed], datetime | None, float]:
             began = time.perf_counter()
@@ -485,13 +487,14 @@ class Pool:
                 doomed.value if doomed else "cancelled",
             )
             return
-        if result.started and result.seq not in self.marked:
+        if self.audit_full and result.started and result.seq not in self.marked:
             self.marked.add(result.seq)
             self.started.append(Started(run.id, run.attempt, _wall(result.started)))
-        if result.started:
-            due = max(run.created_at, run.run_at).timestamp()
-            self.metrics.record_start_latency(run.type, max(0.0, result.started - due))
-        self.durations[result.seq] = result.duration
+        if self.measuring:
+            if result.started:
+                due = max(run.created_at, run.run_at).timestamp()
+                self.metrics.record_start_latency(run.type, max(0.0, result.started - due))
+            self.durations[result.seq] = result.duration
         if result.ok:
             outcome = Outcome(run.id, run.attempt, Status.SUCCEEDED, result=result.value)
         else:
@@ -515,7 +518,7 @@ class Pool:
         assert self.executor is not None
         now = time.time()
         mono = time.monotonic()
-        for seq, begun in self.executor.running().items():
+        for seq, begun in self.executor.running().items() if self.audit_full else ():
             task = self.inflight.get(seq)
             if task and seq not in self.marked:
                 self.marked.add(seq)
@@ -526,7 +529,7 @@ class Pool:
         self.flushing_started, self.started = self.started, []
         outcomes = list(self.flushing.values())
         started = self.flushing_started
-        backend, worker_id, audit_full = self.backend, self.worker_id, self.audit is Audit.FULL
+        backend, worker_id, audit_full = self.backend, self.worker_id, self.audit_full
         if self.isolate:
             self.isolate = False
             refused = self.refused
@@ -550,7 +553,7 @@ class Pool:
         self.next_flush = 0.0
         for seq, outcome in list(self.flushing.items()):
             lease = Lease(outcome.id, outcome.attempt)
-            if lease in applied:
+            if lease in applied and self.measuring:
                 status = Status.FAILED if lease in self.refused else outcome.status
                 self._measure(seq, status)
             if lease in self.refused:
@@ -570,7 +573,7 @@ class Pool:
                 self._want()  # the retry may be due already
             else:
                 self.stats.failed += 1
-            self._forget(seq)
+        self._forget(*self.flushing)
         self.flushing_started = []
         self.refused.clear()
         self.metrics.record_in_flight(self.worker_id, len(self.inflight))
@@ -600,18 +603,19 @@ class Pool:
             return
         self._flushed(applied, None, time.monotonic())
 
-    def _forget(self, seq: int) -> None:
-        with self.lock:
-            task = self.inflight.pop(seq, None)
-            self.buffered.pop(seq, None)
-            self.flushing.pop(seq, None)
-            self.doomed.pop(seq, None)
-            self.marked.discard(seq)
-            self.durations.pop(seq, None)
-            if task is not None:
-                lease = Lease(task.run.id, task.run.attempt)
-                if self.seq_by_lease.get(lease) == seq:
-                    del self.seq_by_lease[lease]
+    def _forget(self, *seqs: int) -> None:
+        with self.lock:  # once for a whole flush
+            for seq in seqs:
+                task = self.inflight.pop(seq, None)
+                self.buffered.pop(seq, None)
+                self.flushing.pop(seq, None)
+                self.doomed.pop(seq, None)
+                self.marked.discard(seq)
+                self.durations.pop(seq, None)
+                if task is not None:
+                    lease = Lease(task.run.id, task.run.attempt)
+                    if self.seq_by_lease.get(lease) == seq:
+                        del self.seq_by_lease[lease]
 
     def _db_failed(self, what: str, exc: BaseException | None, now: float) -> None:
         self.stats.db_errors += 1

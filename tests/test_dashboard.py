@@ -111,7 +111,11 @@ def test_find_why_a_run_failed_and_retry_it(page: Any, client: Client, tmp_path:
     assert page.locator("[role=status]").inner_text() == f"requeued {failed}"
     assert page.locator("#run-status").inner_text() == "pending"
     run = client.get(failed)
-    assert run is not None and (run.status, run.attempt) == (Status.PENDING, 0)
+    assert run is not None and (run.status, run.attempt, run.max_attempts) == (
+        Status.PENDING,
+        1,
+        2,
+    )
 
 
 def test_cancel_a_run_and_pause_a_schedule(page: Any, client: Client) -> None:

@@ -253,18 +253,45 @@ def test_retry_puts_a_dead_letter_back_with_a_fresh_budget(client: Client, dsn: 
     sql(dsn, "UPDATE workflow_run SET attempt = 3 WHERE status = 'failed'")
     client.retry(run_id)
     run = client.get(run_id)
-    assert run is not None and (run.status, run.attempt) == (Status.PENDING, 0)
+    # the attempt number keeps counting, the budget grows: 3 more attempts
+    assert run is not None and (run.status, run.attempt, run.max_attempts) == (
+        Status.PENDING,
+        3,
+        6,
+    )
     requeued = [e for e in client.events(run_id) if e.event_type is EventType.REQUEUED]
     assert [e.data for e in requeued] == [{"from": "failed", "attempts_used": 3}]
     Pool(client, APP, executor="inline").drain()
     run = client.get(run_id)
-    assert run is not None and (run.status, run.attempt) == (Status.SUCCEEDED, 1)
+    assert run is not None and (run.status, run.attempt) == (Status.SUCCEEDED, 4)
     with pytest.raises(RunNotRetryable, match="is succeeded"):
         client.retry(run_id)
     with pytest.raises(RunNotFound):
         client.retry("00000000-0000-0000-0000-000000000000")
     with pytest.raises(RunNotFound):
         client.retry("not-a-uuid")
+
+
+def test_a_retried_cancelled_run_still_running_cannot_take_the_new_attempts_place(
+    client: Client, tmp_path: Path
+) -> None:
+    """Cancel a running run and retry it at once: the old execution still runs under its
+    attempt; the retry's execution gets the next one, and only its outcome is stored."""
+    gate = tmp_path / "gate"
+    run_id = client.submit("t.gate", {"started": str(tmp_path / "started"), "gate": str(gate)}).id
+    pool = Pool(client, APP, executor="thread", processes=2, heartbeat_interval=3600)
+    with running(pool):
+        wait_until((tmp_path / "started").exists)
+        client.cancel(run_id)
+        client.retry(run_id)
+        (tmp_path / "started").unlink()
+        wait_until((tmp_path / "started").exists)  # the retry runs too: attempt 2
+        gate.touch()  # both finish now
+        wait_until(lambda: client.get(run_id).status is Status.SUCCEEDED)  # type: ignore[union-attr]
+        wait_until(lambda: pool.stats.discarded == 1)
+    run = client.get(run_id)
+    assert run is not None and run.attempt == 2 and run.result == "passed"
+    assert [e.event_type for e in client.events(run_id)].count(EventType.SUCCEEDED) == 1
 
 
 def test_bulk_retry_filters_by_status_type_and_age(client: Client, dsn: str) -> None:

@@ -322,14 +322,16 @@ SELECT now() AS now;
 
 -- requeue --
 -- Put failed or cancelled runs back to pending with a fresh attempt budget; wake the pools.
+-- The attempt number keeps counting (the budget grows instead): a cancelled run's handler
+-- may still be running under its attempt, and the fence must tell it from the next one.
 WITH old AS MATERIALIZED (
     SELECT id, status, attempt FROM workflow_run
     WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('failed', 'cancelled') AND deleted_at IS NULL
     FOR UPDATE
 ), requeued AS (
     UPDATE workflow_run r
-    SET status = 'pending', attempt = 0, run_at = now(), leased_by = NULL, lease_until = NULL,
-        result = NULL, updated_at = now()
+    SET status = 'pending', max_attempts = least(r.attempt + r.max_attempts, 2147483647),
+        run_at = now(), leased_by = NULL, lease_until = NULL, result = NULL, updated_at = now()
     FROM old o WHERE r.id = o.id
     RETURNING r.id, o.status AS was, o.attempt
 ), events AS (

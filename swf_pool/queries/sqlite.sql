@@ -213,9 +213,10 @@ SELECT status, attempt FROM workflow_run
 WHERE id = :id AND status IN ('failed', 'cancelled') AND deleted_at IS NULL;
 
 -- requeue_one --
+-- (the attempt keeps counting and the budget grows: see PostgreSQL's requeue)
 UPDATE workflow_run
-SET status = 'pending', attempt = 0, run_at = :now, leased_by = NULL, lease_until = NULL,
-    result = NULL, updated_at = :now
+SET status = 'pending', max_attempts = min(attempt + max_attempts, 2147483647), run_at = :now,
+    leased_by = NULL, lease_until = NULL, result = NULL, updated_at = :now
 WHERE id = :id AND status IN ('failed', 'cancelled') AND deleted_at IS NULL;
 
 -- requeue_candidates --
