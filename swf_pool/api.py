@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import orjson
 from starlette.applications import Starlette
@@ -29,6 +29,7 @@ from starlette.routing import Route
 from .client import MAX_LIST_LIMIT, Client
 from .dashboard import COOKIE, Dashboard
 from .errors import (
+    ConfigError,
     DatabaseError,
     DataRejected,
     RunAlreadyFinished,
@@ -47,6 +48,7 @@ from .ticker import TickerThread
 log = logging.getLogger("swf_pool.api")
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 OPEN_PATHS = ("/api/v1/health", "/openapi.json", "/login")  # and /static/
 # request bodies: what each accepts (anything else is ignored, as the Go server does)
 SUBMIT_FIELDS = ("payload", "priority", "idempotency_key", "max_attempts")
@@ -251,6 +253,8 @@ def create_app(
 ) -> Starlette:
     """The ASGI app. `client` stays open for the app's life (the caller closes it); with
     `schedules`, a schedule ticker runs for as long as the app does."""
+    if api_key is not None and not api_key.strip():
+        raise ConfigError("the API key must not be empty (leave it out for no key)")
     endpoints = Endpoints(client, max_body_bytes, api_key is not None)
     dashboard = Dashboard(client, endpoints.call, api_key)
 
@@ -289,6 +293,10 @@ class Guard(BaseHTTPMiddleware):
         self, request: Request, call_next: RequestResponseEndpoint, request_id: str
     ) -> Response:
         path = request.url.path
+        if request.method not in SAFE_METHODS and _cross_site(request):
+            # a page on another site posting here with the operator's browser (CSRF): with
+            # no API key, or the key in a cookie, nothing else would stop it
+            return error(403, "cross-site requests are refused")
         if self.api_key is not None and path not in OPEN_PATHS and not path.startswith("/static/"):
             given = request.headers.get("x-api-key") or request.cookies.get(COOKIE, "")
             if not hmac.compare_digest(given.encode(), self.api_key):
@@ -308,6 +316,18 @@ class Guard(BaseHTTPMiddleware):
             return _fault(request, request_id, exc)
         except Exception as exc:
             return _fault(request, request_id, exc)
+
+
+def _cross_site(request: Request) -> bool:
+    """True when a browser says the request comes from another site (clients such as curl
+    or the Go library send neither header)."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site not in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False
+    return urlsplit(origin).netloc != request.headers.get("host", "")
 
 
 def _fault(request: Request, request_id: str, exc: Exception) -> Response:

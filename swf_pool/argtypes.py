@@ -12,6 +12,7 @@ from .models import Status
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 N = TypeVar("N", int, float)
+MAX_DURATION_SECONDS = 100 * 365 * 86400
 DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
 
@@ -49,6 +50,8 @@ def parse_duration(text: str) -> timedelta:
     seconds = sum(float(number) * UNITS[unit] for number, unit in parts)
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"duration must be positive, got {text!r}")
+    if seconds > MAX_DURATION_SECONDS:
+        raise argparse.ArgumentTypeError(f"duration {text!r} is longer than 100 years")
     return timedelta(seconds=seconds)
 
 

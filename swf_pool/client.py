@@ -443,6 +443,8 @@ def _duration(name: str, value: object) -> timedelta:
         raise ValidationError(f"{name} must be a timedelta, got {type(value).__name__}")
     if value <= timedelta(0):
         raise ValidationError(f"{name} must be positive, got {value}")
+    if value > timedelta(days=100 * 365):
+        raise ValidationError(f"{name} must be at most 100 years, got {value}")
     return value
 
 

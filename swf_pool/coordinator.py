@@ -438,13 +438,16 @@ class Pool:
                 self.seq_by_lease[Lease(run.id, run.attempt)] = task.seq
                 self.pending.append(task)
         metrics.record_in_flight(worker_id, len(self.inflight))
-        if len(batch) == limit or self.wants != self.wants_at_claim:
-            return  # more may be waiting (a NOTIFY came in while we claimed)
-        self.wanted = False
-        self.next_poll = now + self.poll_interval
+        if len(batch) == limit:
+            return  # more may be waiting
+        next_poll = now + self.poll_interval
         if due is not None:  # wake for it if it comes before the next poll
             wait = (due - datetime.now(UTC)).total_seconds()
-            self.next_poll = min(self.next_poll, now + max(0.0, wait) + 0.001)
+            next_poll = min(next_poll, now + max(0.0, wait) + 0.001)
+        with self.lock:  # against _want() on the listener thread
+            if self.wants == self.wants_at_claim:  # no NOTIFY came in while we claimed
+                self.wanted = False
+                self.next_poll = next_poll
 
     def _notified(self) -> None:
         self._want()
@@ -452,10 +455,11 @@ class Pool:
 
     def _want(self) -> None:
         """There may be runnable runs: claim as soon as there is room (unless backing off)."""
-        self.wanted = True
-        self.wants += 1
-        if not self.backoff:
-            self.next_poll = 0.0
+        with self.lock:
+            self.wanted = True
+            self.wants += 1
+            if not self.backoff:
+                self.next_poll = 0.0
 
     def _wake(self) -> None:
         waker = self.waker

@@ -202,11 +202,12 @@ def _int(text: str | None) -> int:
 
 
 def _local_time(text: str) -> datetime | None:
-    """A `datetime-local` form value, read as UTC (the pages show UTC)."""
+    """A `datetime-local` form value, read as UTC (the pages show UTC) unless it says."""
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text).replace(tzinfo=UTC)
+        moment = datetime.fromisoformat(text)
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     except ValueError:
         raise ValidationError(f"not a date and time: {text!r}") from None
 

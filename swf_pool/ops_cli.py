@@ -30,7 +30,7 @@ def add_commands(commands: Any, add_dsn: AddDsn) -> None:
     status.add_argument(
         "--watch",
         nargs="?",
-        type=float,
+        type=argtypes.positive_float,
         const=DEFAULT_WATCH_SECONDS,
         metavar="SECONDS",
         help=f"refresh every SECONDS (default {DEFAULT_WATCH_SECONDS:g}) until Ctrl-C",

@@ -266,6 +266,35 @@ def test_client_errors_are_4xx_with_a_message_and_change_nothing(server: Server,
     assert server.call("GET", f"{V1}/schedules").body == []
 
 
+def test_cross_site_writes_are_refused(dsn: str) -> None:
+    """Without an API key, a page on another site could post here through the operator's
+    browser; browsers say where a request comes from, and that is checked."""
+    running = start(dsn)
+    try:
+        for headers in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+            request = urllib.request.Request(
+                running.base + f"{V1}/workflows", data=b'{"type": "a"}', method="POST"
+            )
+            for name, value in headers.items():
+                request.add_header(name, value)
+            try:
+                urllib.request.urlopen(request, timeout=10)
+                raise AssertionError("a cross-site write was accepted")
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 403 and b"cross-site" in exc.read()
+                exc.close()
+        same = urllib.request.Request(
+            running.base + f"{V1}/workflows", data=b'{"type": "a"}', method="POST"
+        )
+        same.add_header("Origin", running.base)
+        same.add_header("Sec-Fetch-Site", "same-origin")
+        with urllib.request.urlopen(same, timeout=10) as response:
+            assert response.status == 201
+        assert len(running.call("GET", f"{V1}/workflows").body) == 1
+    finally:
+        assert stop(running) == 0
+
+
 def test_the_api_key_guards_everything_but_health(server: Server) -> None:
     for path in ("/workflows", "/schedules", "/stats", "/metrics", f"/workflows/{MISSING}"):
         for key in (None, "wrong", KEY + "x", ""):

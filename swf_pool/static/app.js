@@ -13,6 +13,10 @@ function refresh(box) {
   const tick = async () => {
     try {
       const response = await fetch(box.dataset.refresh, { credentials: "same-origin" });
+      if (response.redirected) {
+        window.location.reload(); // logged out: show the login page, not inside the box
+        return;
+      }
       if (response.ok) {
         box.innerHTML = await response.text();
         box.dataset.refreshed = String(Date.now());

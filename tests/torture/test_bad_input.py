@@ -114,6 +114,12 @@ API: list[tuple[str, Callable[[Client, str], object], type[Exception]]] = [
     ("negative limit", lambda c, d: c.list(limit=-1), ValidationError),
     ("unknown status", lambda c, d: c.list(status=SQL), ValidationError),
     ("negative retention", lambda c, d: c.prune(timedelta(days=-1)), ValidationError),
+    ("retention of millennia", lambda c, d: c.prune(timedelta(days=10**6)), ValidationError),
+    (
+        "retry since millennia",
+        lambda c, d: c.retry_many(since=timedelta(days=10**6)),
+        ValidationError,
+    ),
     ("negative processes", lambda c, d: Pool(c, registry, processes=-1), ConfigError),
     ("zero batch", lambda c, d: Pool(c, registry, batch_size=0), ConfigError),
     ("negative lease", lambda c, d: Pool(c, registry, lease_seconds=-5), ConfigError),
@@ -137,6 +143,9 @@ CLI: list[tuple[str, list[str | bytes], int]] = [
     ("malformed dsn", ["status", "--dsn", "sqlite://"], 1),
     ("schema with a quote", ["status", "--dsn", 'postgres://h/db?schema=a"b'], 1),
     ("negative age", ["prune", "--older-than", "-1d", "--dsn", "{dsn}"], 2),
+    ("age beyond the calendar", ["prune", "--older-than", "3000000d", "--dsn", "{dsn}"], 2),
+    ("negative watch", ["status", "--watch", "-1", "--dsn", "{dsn}"], 2),
+    ("empty API key", ["serve", "--api-key", " ", "--dsn", "{dsn}"], 1),
     ("cancel a non-UUID", ["runs", "cancel", SQL, "--dsn", "{dsn}"], 1),
     ("retry with a bad status", ["runs", "retry", "--status", "succeeded", "--dsn", "{dsn}"], 2),
 ]
