@@ -11,7 +11,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 DEFAULT_PRIORITY = 100
 DEFAULT_MAX_ATTEMPTS = 3
@@ -153,8 +153,7 @@ class Event:
         )
 
 
-@dataclass(frozen=True)
-class Claimed:
+class Claimed(NamedTuple):  # a tuple: built per run on the hot path
     """A run this worker holds the lease on, for this attempt."""
 
     id: str
@@ -180,8 +179,7 @@ class Claimed:
         )
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):  # a tuple: built and hashed per run on the hot path
     """The end of one attempt, to be written under the lease's fence.
 
     `status` is SUCCEEDED (with `result`), PENDING (a retry at `retry_at`, with `error`)
@@ -204,16 +202,14 @@ class LeaseState(enum.StrEnum):
     LOST = "lost"  # no longer ours (expired and re-claimed, or deleted)
 
 
-@dataclass(frozen=True)
-class Lease:
+class Lease(NamedTuple):  # a tuple: built and hashed per run on the hot path
     """One attempt this worker holds: what every fenced statement checks."""
 
     id: str
     attempt: int
 
 
-@dataclass(frozen=True)
-class Started:
+class Started(NamedTuple):  # a tuple: built and hashed per run on the hot path
     """An attempt that began executing at `at` (for the `started` event)."""
 
     id: str

@@ -18,10 +18,9 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import codec
 from .errors import InvalidPayload, PermanentError
@@ -29,8 +28,7 @@ from .handlers import LeaseControl, Registry, Run, load_registry
 from .models import Claimed, LeaseState
 
 
-@dataclass(frozen=True)
-class Task:
+class Task(NamedTuple):  # a tuple: built per run on the hot path
     """A claimed run handed to an executor; `seq` is unique within one pool."""
 
     seq: int
@@ -50,8 +48,7 @@ class Task:
 _NO_TIME = datetime.fromtimestamp(0, UTC)  # a worker process does not need created_at
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):  # a tuple: built per run on the hot path
     """What became of one task: `value` is the JSON result (ok) or the error text."""
 
     seq: int
