@@ -50,6 +50,14 @@ def _drain(r: dict[str, Any], s: dict[str, Any]) -> list[tuple[str, str]]:
             f"{_n(r['lean audit runs/s'])} runs/s, {r['lean/ceiling']} of the ceiling",
         ),
         ("statements per run in steady state", f"{r['statements/run']}"),
+        (
+            "by batch size: ceiling / full audit / lean audit runs/s",
+            "; ".join(
+                f"{x['batch']}: {_n(x['ceiling runs/s'])} / {_n(x['full audit runs/s'])} "
+                f"({x['full/ceiling']}) / {_n(x['lean audit runs/s'])} ({x['lean/ceiling']})"
+                for x in s.get("by batch", [])
+            ),
+        ),
     ]
 
 
