@@ -76,3 +76,13 @@ def format_duration(value: timedelta) -> str:
             parts.append(f"{whole:g}{unit}")
             seconds -= whole * size
     return "".join(parts) or "0s"
+
+
+def format_age(seconds: float | None) -> str:
+    """An age as people read it: 4.2s, 3.5m, 1.2h, 2.0d ("-" for none)."""
+    if seconds is None:
+        return "-"
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.1f}s"

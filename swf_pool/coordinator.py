@@ -272,7 +272,7 @@ class Pool:
                 listener.ready.wait(5)
             if self.schedules:
                 stack.enter_context(TickerThread(self.client))
-            if type(self.metrics) is not MetricsCollector:  # someone listens: feed depth, lag
+            if self.measuring:  # someone listens: feed depth, lag
                 stack.enter_context(Periodic("swf-stats", self.stats_interval, self._publish_stats))
             if self.prune_older_than is not None:
                 stack.enter_context(Periodic("swf-prune", PRUNE_SECONDS, self._prune))
@@ -424,12 +424,6 @@ class Pool:
         self.stats.claims += 1
         self.stats.claimed += len(batch)
         self.stats.empty_claims += not batch
-        metrics, worker_id = self.metrics, self.worker_id
-        metrics.record_claim(worker_id, len(batch), seconds)
-        for run in batch:
-            metrics.record_intent_claimed(run.type, worker_id)
-            if run.rescued:
-                metrics.record_rescued(run.type, worker_id)
         with self.lock:
             for run in batch:
                 task = Task(self.next_seq, run)
@@ -437,7 +431,8 @@ class Pool:
                 self.inflight[task.seq] = task
                 self.seq_by_lease[Lease(run.id, run.attempt)] = task.seq
                 self.pending.append(task)
-        metrics.record_in_flight(worker_id, len(self.inflight))
+        if self.measuring:
+            self._measure_claim(batch, seconds)
         if len(batch) == limit:
             return  # more may be waiting
         next_poll = now + self.poll_interval
@@ -580,7 +575,17 @@ class Pool:
         self._forget(*self.flushing)
         self.flushing_started = []
         self.refused.clear()
-        self.metrics.record_in_flight(self.worker_id, len(self.inflight))
+        if self.measuring:
+            self.metrics.record_in_flight(self.worker_id, len(self.inflight))
+
+    def _measure_claim(self, batch: list[Claimed], seconds: float) -> None:
+        metrics, worker_id = self.metrics, self.worker_id
+        metrics.record_claim(worker_id, len(batch), seconds)
+        for run in batch:
+            metrics.record_intent_claimed(run.type, worker_id)
+            if run.rescued:
+                metrics.record_rescued(run.type, worker_id)
+        metrics.record_in_flight(worker_id, len(self.inflight))
 
     def _measure(self, seq: int, status: Status) -> None:
         """The metrics of an outcome now stored."""

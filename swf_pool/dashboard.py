@@ -22,6 +22,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from .argtypes import format_age
 from .client import Client
 from .errors import SwfError, ValidationError
 from .models import QueueStats, Status
@@ -44,7 +45,7 @@ class Dashboard:
             auto_reload=False,
         )
         self.templates.filters["when"] = _when
-        self.templates.filters["age"] = _age
+        self.templates.filters["age"] = format_age
         self.templates.filters["pretty"] = _pretty
 
     def routes(self) -> list[Route | Mount]:
@@ -272,15 +273,6 @@ def _when(moment: datetime | None) -> str:
     if moment is None:
         return "-"
     return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.1f}s"
 
 
 def _pretty(value: Any) -> str:

@@ -133,18 +133,8 @@ def render_status(stats: QueueStats, where: str) -> str:
 
 
 def _type_row(t: TypeStats) -> tuple[str, ...]:
-    lag = "-" if t.lag_seconds is None else _age(t.lag_seconds)
+    lag = argtypes.format_age(t.lag_seconds)
     return (t.type, str(t.pending), str(t.due), str(t.leased), lag, str(t.failed_last_hour))
-
-
-def _age(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f}m"
-    if seconds < 86400:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
 
 
 def runs(args: argparse.Namespace) -> int:

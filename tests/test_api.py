@@ -23,6 +23,7 @@ from swf_pool import Client, Pool, Status
 from .helpers import sql, wait_until
 from .test_operations import set_state
 from .test_pool import APP
+from .test_schedules import set_next
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "s3cret-key"
@@ -182,21 +183,13 @@ def test_schedules_over_http_and_the_servers_ticker(server: Server, dsn: str) ->
     changed = server.call("PATCH", f"{V1}/schedules/{schedule_id}", {"cron": "@daily"})
     assert changed.status == 200 and changed.body["cron"] == "@daily"
     # the server runs the ticker: a due schedule fires, woken by the next change made here
-    set_next_run(dsn, schedule_id, datetime.now(UTC) - timedelta(minutes=1))
+    set_next(dsn, schedule_id, datetime.now(UTC) - timedelta(minutes=1))
     server.call("POST", f"{V1}/schedules", {"type": "other.v1", "cron": "@yearly"})
     fired = wait_until(lambda: server.call("GET", f"{V1}/workflows?type=report.v1").body)
     assert fired[0]["idempotency_key"].startswith(f"schedule:{schedule_id}:")
     deleted = server.call("DELETE", f"{V1}/schedules/{schedule_id}")
     assert deleted.body == {"status": "deleted"}
     assert [s["type"] for s in server.call("GET", f"{V1}/schedules").body] == ["other.v1"]
-
-
-def set_next_run(dsn: str, schedule_id: str, when: datetime) -> None:
-    if dsn.startswith("sqlite"):
-        stamp = when.strftime("%Y-%m-%d %H:%M:%S.%f")
-        sql(dsn, "UPDATE workflow_schedule SET next_run_at = ? WHERE id = ?", (stamp, schedule_id))
-    else:
-        sql(dsn, "UPDATE workflow_schedule SET next_run_at = %s WHERE id = %s", (when, schedule_id))
 
 
 def test_operations_over_http(server: Server, client: Client, dsn: str) -> None:
