@@ -2,7 +2,8 @@
 
 The ceiling is the durable cycle alone on the same database: claim B rows with one CTE
 (FOR UPDATE SKIP LOCKED, through the pool's own swf_claimable), mark them succeeded with one
-statement; no events, no processes.
+statement (its ids pinned to the primary key, as the pool's statements do); no events, no
+processes.
 
     python -m bench.drain [--dsn ...] [--quick] [--runs N] [--batch 50,100,250]
 """
@@ -27,7 +28,7 @@ RETURNING r.id
 """
 COMPLETE = """
 UPDATE workflow_run SET status = 'succeeded', lease_until = NULL, updated_at = now()
-WHERE id = ANY(%s) AND status = 'leased' AND leased_by = 'ceiling'
+WHERE id = ANY(ARRAY(SELECT unnest(%s::uuid[]))) AND status = 'leased' AND leased_by = 'ceiling'
 """
 
 

@@ -122,7 +122,9 @@ WITH expired AS (
     UPDATE workflow_run r
     SET status = 'leased', leased_by = %(worker)s, attempt = r.attempt + 1, updated_at = now(),
         lease_until = now() + make_interval(secs => %(lease)s)
-    FROM picked p WHERE r.id = p.id
+    -- pinned to the primary key, as in `complete`: stale statistics made this a hash join
+    -- over every row of the table
+    FROM picked p WHERE r.id = ANY(ARRAY(SELECT id FROM picked)) AND r.id = p.id
     RETURNING r.id, r.type, r.payload, r.attempt, r.max_attempts, r.priority, r.created_at,
               r.run_at, p.rescued, p.expired_from
 ), events AS (
@@ -143,7 +145,8 @@ WITH expired AS (
     -- is simply pending again (and a result written under the lost lease is fenced out).
     SELECT set_config('synchronous_commit', 'off', true)
 )
-SELECT id, type, payload, attempt, max_attempts, created_at, run_at, rescued
+-- the columns of `Claimed`, in its order
+SELECT id::text, type, payload, attempt, max_attempts, created_at, run_at, rescued
 FROM claimed CROSS JOIN async_commit ORDER BY priority, created_at;
 
 -- complete --
@@ -181,7 +184,7 @@ WITH outcome AS MATERIALIZED (
         FROM done WHERE %(audit_full)s OR status <> 'succeeded'
     ) e ORDER BY step
 )
-SELECT id, attempt FROM done;
+SELECT id::text, attempt FROM done;  -- a `Lease` per row
 
 -- release --
 -- Give back runs that were claimed but never started: pending again, the attempt not spent.
