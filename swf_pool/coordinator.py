@@ -209,7 +209,7 @@ class Pool:
         self.seq_by_lease: dict[Lease, int] = {}  # a run may be here twice, attempt n and n+1
         self.pending: deque[Task] = deque()  # claimed, not yet handed to the executor
         self.started: list[Started] = []
-        self.marked: set[int] = set()  # seqs whose `started` event is written or buffered
+        self.marked: set[int] = set()  # seqs whose `started` event was sent while running
         self.newly_doomed: list[int] = []
         self.durations: dict[int, float] = {}  # seq -> handler seconds, for the metrics
         self.restarts = 0  # worker process restarts reported to the metrics so far
@@ -486,16 +486,19 @@ class Pool:
                 doomed.value if doomed else "cancelled",
             )
             return
+        # its `started` event goes with the outcome, unless an earlier flush wrote it
+        began = None
         if self.audit_full and result.started and result.seq not in self.marked:
-            self.marked.add(result.seq)
-            self.started.append(Started(run.id, run.attempt, _wall(result.started)))
+            began = _wall(result.started)
         if self.measuring:
             if result.started:
                 due = max(run.created_at, run.run_at).timestamp()
                 self.metrics.record_start_latency(run.type, max(0.0, result.started - due))
             self.durations[result.seq] = result.duration
         if result.ok:
-            outcome = Outcome(run.id, run.attempt, Status.SUCCEEDED, result=result.value)
+            outcome = Outcome(
+                run.id, run.attempt, Status.SUCCEEDED, result.value, None, None, began
+            )
         else:
             handler = self.registry.get(run.type)
             policy = handler.retry if handler else DEFAULT_POLICY
@@ -506,7 +509,7 @@ class Pool:
                 permanent=result.permanent,
                 rand=self.rand(),
                 now=datetime.now(UTC),
-            )
+            )._replace(started=began)
         if not self.buffered:
             self.oldest_buffered = time.monotonic()
         with self.lock:
@@ -519,7 +522,8 @@ class Pool:
         mono = time.monotonic()
         for seq, begun in self.executor.running().items() if self.audit_full else ():
             task = self.inflight.get(seq)
-            if task and seq not in self.marked:
+            # a slot may still show a task whose result is in: its outcome carries the start
+            if task and seq not in self.marked and seq not in self.buffered:
                 self.marked.add(seq)
                 at = _wall(now - (mono - begun))
                 self.started.append(Started(task.run.id, task.run.attempt, at))
@@ -797,7 +801,9 @@ def _complete_one_by_one(
         except DataRejected as exc:
             log.error("the database refused the outcome of %s: %s", outcome.id, exc)
             error = codec.clean_text(f"OutcomeRefused: the database refused this outcome: {exc}")
-        failure = Outcome(outcome.id, outcome.attempt, Status.FAILED, error=error)
+        failure = Outcome(
+            outcome.id, outcome.attempt, Status.FAILED, error=error, started=outcome.started
+        )
         with contextlib.suppress(DataRejected):
             stored = backend.complete(worker_id, [failure], [], audit_full)
             applied |= stored

@@ -240,6 +240,7 @@ class PostgresBackend:
                     "result": None if o.result is None else orjson.Fragment(o.result),
                     "error": o.error,
                     "retry_at": o.retry_at,
+                    "started": o.started,
                 }
                 for o in outcomes
             ),

@@ -289,6 +289,9 @@ class SqliteBackend:
                 if not db.execute(Q["complete"], params).fetchone():
                     continue
                 done.add(Lease(o.id, o.attempt))
+                if audit_full and o.started is not None:
+                    data = {"worker_id": worker_id}
+                    _event(db, o.id, EventType.STARTED, data, format_time(o.started))
                 if o.status is Status.SUCCEEDED:
                     if audit_full:
                         _event(db, o.id, EventType.SUCCEEDED, None, now)

@@ -151,12 +151,15 @@ FROM claimed CROSS JOIN async_commit ORDER BY priority, created_at;
 
 -- complete --
 -- One flush: the outcomes of finished attempts and the `started` events of attempts begun since
--- the last flush. Fenced: nothing applies unless this worker still holds that attempt's lease.
+-- the last flush (those of attempts this flush completes come with their outcome, fenced by
+-- it; the others are fenced here). Fenced: nothing applies unless this worker still holds
+-- that attempt's lease.
 -- `r.id = ANY(ARRAY(...))` pins every lookup to the primary key: a queue table's statistics
 -- are always stale, and a misestimate here would mean a scan of every finished row.
 WITH outcome AS MATERIALIZED (
     SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb)
-         AS o (id uuid, attempt int, status text, result jsonb, error text, retry_at timestamptz)
+         AS o (id uuid, attempt int, status text, result jsonb, error text, retry_at timestamptz,
+               started timestamptz)
 ), started AS MATERIALIZED (
     SELECT * FROM jsonb_to_recordset(%(started)s::jsonb)
          AS s (id uuid, attempt int, at timestamptz)
@@ -167,13 +170,17 @@ WITH outcome AS MATERIALIZED (
     FROM outcome o
     WHERE r.id = ANY(ARRAY(SELECT id FROM outcome)) AND r.id = o.id AND r.status = 'leased'
       AND r.leased_by = %(worker)s AND r.attempt = o.attempt
-    RETURNING r.id, o.status, o.attempt, o.error
+    RETURNING r.id, o.status, o.attempt, o.error, o.started
+), worker AS (
+    SELECT jsonb_build_object('worker_id', %(worker)s::text) AS data
 ), events AS (
     INSERT INTO workflow_event (workflow_id, event_type, data, created_at)
     SELECT id, event_type, data, at FROM (
-        SELECT s.id, 'started' AS event_type, jsonb_build_object('worker_id', %(worker)s::text)
-               AS data, s.at, 0 AS step
-        FROM started s JOIN workflow_run r ON r.id = s.id
+        SELECT d.id, 'started' AS event_type, w.data, d.started AS at, 0 AS step
+        FROM done d CROSS JOIN worker w WHERE %(audit_full)s AND d.started IS NOT NULL
+        UNION ALL
+        SELECT s.id, 'started', w.data, s.at, 0
+        FROM started s JOIN workflow_run r ON r.id = s.id CROSS JOIN worker w
         WHERE %(audit_full)s AND r.id = ANY(ARRAY(SELECT id FROM started))
           AND r.status = 'leased' AND r.leased_by = %(worker)s AND r.attempt = s.attempt
         UNION ALL
