@@ -14,6 +14,8 @@ import multiprocessing
 import os
 import pickle
 import queue
+import select
+import selectors
 import signal
 import socket
 import struct
@@ -96,17 +98,21 @@ class Waker:
         with contextlib.suppress(OSError):
             self._write.send(b"x")
 
-    def wait(self, objects: list[Any], timeout: float) -> list[Any]:
-        """Wait until one of `objects` is ready, we are woken, or `timeout` passes."""
-        ready = wait_any([*objects, self._read], timeout)
-        if self._read in ready:
-            ready.remove(self._read)
-            try:
-                while self._read.recv(4096):
-                    pass
-            except BlockingIOError:
+    def wait(self, timeout: float) -> None:
+        """Wait until we are woken or `timeout` passes."""
+        if wait_any([self._read], timeout):
+            self.drain()
+
+    def fileno(self) -> int:
+        return self._read.fileno()
+
+    def drain(self) -> None:
+        """Take the wake-ups in (after the descriptor was seen readable)."""
+        try:
+            while self._read.recv(4096):
                 pass
-        return ready
+        except BlockingIOError:
+            pass
 
     def close(self) -> None:
         self._read.close()
@@ -146,7 +152,7 @@ class InlineExecutor:
 
     def wait(self, timeout: float) -> list[Result]:
         if not self.queue:
-            self.waker.wait([], timeout)
+            self.waker.wait(timeout)
             return []
         task = self.queue.popleft()
         if self.control.is_cancelled(task.seq):
@@ -223,7 +229,7 @@ class ThreadExecutor:
 
     def wait(self, timeout: float) -> list[Result]:
         if self.results.empty():
-            self.waker.wait([], timeout)
+            self.waker.wait(timeout)
         out = []
         while True:
             try:
@@ -290,15 +296,19 @@ class _Child:
         self.cancels: set[int] = set()  # sent and cancelled: flag it in the slot once it runs
         self.inbuf = bytearray()
 
-    def messages(self) -> list[Any]:
+    def messages(self, ready: bool = False) -> list[Any]:
         """Every message the worker has sent so far, read in bulk (one read per wake-up, not
-        two per message): multiprocessing frames, a 4-byte big-endian length then a pickle."""
+        two per message): multiprocessing frames, a 4-byte big-endian length then a pickle.
+        `ready`: the pipe was just seen readable, so the first read cannot block."""
         fd = self.conn.fileno()
-        while self.conn.poll():
+        while ready or select.select([fd], [], [], 0)[0]:
             chunk = os.read(fd, READ_BYTES)
             if not chunk:
                 break  # the process is gone; its sentinel tells the rest
             self.inbuf += chunk
+            if len(chunk) < READ_BYTES:
+                break  # that was all there was
+            ready = False
         out = []
         view = memoryview(self.inbuf)
         at = 0
@@ -343,14 +353,18 @@ class ProcessExecutor:
         self.early: list[Result] = []  # results gathered outside wait(), handed out by it
         self.killing: dict[int, str] = {}  # seq -> reason, for tasks we are killing
         self.stopping = False
+        # one selector for the pool's life: the waker, and each child's pipe and sentinel
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(waker.fileno(), selectors.EVENT_READ, None)
         for _ in range(processes):
             self._spawn()
 
     def _spawn(self) -> None:
         self.spawned += 1
-        self.children.append(
-            _Child(self.context, self.app, self.control.worker_id, self.max_tasks, self.spawned)
-        )
+        child = _Child(self.context, self.app, self.control.worker_id, self.max_tasks, self.spawned)
+        self.children.append(child)
+        self.selector.register(child.conn.fileno(), selectors.EVENT_READ, (child, True))
+        self.selector.register(child.process.sentinel, selectors.EVENT_READ, (child, False))
 
     def free(self) -> int:
         held = sum(len(c.sent) for c in self.children) + len(self.queue)
@@ -382,15 +396,16 @@ class ProcessExecutor:
 
     def wait(self, timeout: float) -> list[Result]:
         results, self.early = self.early, []
-        conns = {c.conn: c for c in self.children}
-        sentinels = {c.process.sentinel: c for c in self.children}
-        ready = self.waker.wait([*conns, *sentinels], 0 if results else timeout)
-        for item in ready:
-            if item in conns:
-                results += self._receive(conns[item])
-        for item in ready:
-            if item in sentinels:
-                results += self._reap(sentinels[item])
+        ended = []
+        for key, _ in self.selector.select(0 if results else timeout):
+            if key.data is None:
+                self.waker.drain()
+            elif key.data[1]:  # a pipe: messages
+                results += self._receive(key.data[0], ready=True)
+            else:  # a sentinel: the process ended (read its last messages first)
+                ended.append(key.data[0])
+        for child in ended:
+            results += self._reap(child)
         for child in self.children:
             if child.cancels:
                 child.slot.cancel_if_running(child.cancels)
@@ -398,10 +413,10 @@ class ProcessExecutor:
             self._feed()
         return results
 
-    def _receive(self, child: _Child) -> list[Result]:
+    def _receive(self, child: _Child, ready: bool = False) -> list[Result]:
         results = []
         try:
-            for message in child.messages():
+            for message in child.messages(ready):
                 if isinstance(message[0], int):  # a Result, as a tuple
                     result = Result(*message)
                     child.sent.pop(result.seq, None)
@@ -429,6 +444,8 @@ class ProcessExecutor:
             results.append(Result(running, False, reason))
         self.queue.extendleft(reversed(list(child.sent.values())))  # never started
         child.sent.clear()
+        self.selector.unregister(child.conn.fileno())
+        self.selector.unregister(child.process.sentinel)
         child.conn.close()
         self.children.remove(child)
         if code != 0:
@@ -487,6 +504,7 @@ class ProcessExecutor:
         self.kill_all()
         for child in self.children:
             child.process.join()
+        self.selector.close()
 
     def kill_all(self) -> None:
         """SIGKILL every worker process still running, without waiting (safe in a signal
@@ -515,6 +533,7 @@ class ProcessExecutor:
                 )
             _kill(child.process.pid)
             results += self._reap(child)
+        self.selector.close()
         return results
 
 
