@@ -206,7 +206,6 @@ class Pool:
         # claims and flushes each run on a thread of their own, on their own connections
         self.claimer = self.flusher = StatementThread.idle()
         self.doomed: dict[int, LeaseState] = {}  # cancelled or lost: discard their results
-        self.seq_by_lease: dict[Lease, int] = {}  # a run may be here twice, attempt n and n+1
         self.pending: deque[Task] = deque()  # claimed, not yet handed to the executor
         self.started: list[Started] = []
         self.marked: set[int] = set()  # seqs whose `started` event was sent while running
@@ -429,7 +428,6 @@ class Pool:
                 task = Task(self.next_seq, run)
                 self.next_seq += 1
                 self.inflight[task.seq] = task
-                self.seq_by_lease[Lease(run.id, run.attempt)] = task.seq
                 self.pending.append(task)
         if self.measuring:
             self._measure_claim(batch, seconds)
@@ -554,15 +552,16 @@ class Pool:
             return
         self.stats.flushes += 1
         self.next_flush = 0.0
-        for seq, outcome in list(self.flushing.items()):
-            lease = Lease(outcome.id, outcome.attempt)
+        stats, refused = self.stats, self.refused
+        for seq, outcome in self.flushing.items():
+            lease = outcome[:2]  # (id, attempt), equal to its Lease
             if lease in applied and self.measuring:
-                status = Status.FAILED if lease in self.refused else outcome.status
+                status = Status.FAILED if lease in refused else outcome.status
                 self._measure(seq, status)
-            if lease in self.refused:
-                self.stats.failed += 1
+            if lease in refused:
+                stats.failed += 1
             elif lease not in applied:
-                self.stats.discarded += 1
+                stats.discarded += 1
                 log.info(
                     "discarded the outcome of %s attempt %d: lease no longer held "
                     "(cancelled or expired)",
@@ -570,12 +569,12 @@ class Pool:
                     outcome.attempt,
                 )
             elif outcome.status is Status.SUCCEEDED:
-                self.stats.succeeded += 1
+                stats.succeeded += 1
             elif outcome.status is Status.PENDING:
-                self.stats.retried += 1
+                stats.retried += 1
                 self._want()  # the retry may be due already
             else:
-                self.stats.failed += 1
+                stats.failed += 1
         self._forget(*self.flushing)
         self.flushing_started = []
         self.refused.clear()
@@ -619,16 +618,12 @@ class Pool:
     def _forget(self, *seqs: int) -> None:
         with self.lock:  # once for a whole flush
             for seq in seqs:
-                task = self.inflight.pop(seq, None)
+                self.inflight.pop(seq, None)
                 self.buffered.pop(seq, None)
                 self.flushing.pop(seq, None)
                 self.doomed.pop(seq, None)
                 self.marked.discard(seq)
                 self.durations.pop(seq, None)
-                if task is not None:
-                    lease = Lease(task.run.id, task.run.attempt)
-                    if self.seq_by_lease.get(lease) == seq:
-                        del self.seq_by_lease[lease]
 
     def _db_failed(self, what: str, exc: BaseException | None, now: float) -> None:
         self.stats.db_errors += 1
@@ -645,10 +640,12 @@ class Pool:
 
     def _report(self, states: dict[Lease, LeaseState]) -> None:
         """From the heartbeat thread: these attempts are cancelled or no longer ours."""
-        with self.lock:
-            for lease, state in states.items():
-                seq = self.seq_by_lease.get(lease)
-                if seq is not None and seq not in self.doomed:
+        with self.lock:  # rare (a cancel, a lost lease): looking through what is in flight is
+            # cheaper than keeping an index up to date for every run; a run may be here twice,
+            # attempt n and n+1
+            for seq, task in self.inflight.items():
+                state = states.get(Lease(task.run.id, task.run.attempt))
+                if state is not None and seq not in self.doomed:
                     self.doomed[seq] = state
                     self.newly_doomed.append(seq)
         self._wake()
