@@ -19,6 +19,8 @@ MAX_JSON_BYTES = 16 * 1024 * 1024  # a queue carries intents, not blobs: store t
 
 def encode(value: Any, what: str = "payload") -> str:
     """Encode `value` as compact JSON text, or raise `InvalidPayload` naming the problem."""
+    if value is None:  # what most handlers return
+        return "null"
     try:
         data = orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError) as exc:

@@ -487,7 +487,7 @@ class Pool:
         # its `started` event goes with the outcome, unless an earlier flush wrote it
         began = None
         if self.audit_full and result.started and result.seq not in self.marked:
-            began = _wall(result.started)
+            began = result.started
         if self.measuring:
             if result.started:
                 due = max(run.created_at, run.run_at).timestamp()

@@ -183,8 +183,8 @@ class Outcome(NamedTuple):  # a tuple: built and hashed per run on the hot path
     """The end of one attempt, to be written under the lease's fence.
 
     `status` is SUCCEEDED (with `result`), PENDING (a retry at `retry_at`, with `error`)
-    or FAILED (with `error`). `started`: when the attempt began, if its `started` event is
-    still to be written (with the full audit trail), in the same statement as the outcome.
+    or FAILED (with `error`). `started`: when the attempt began (`time.time()`), if its
+    `started` event is still to be written (full audit trail), in the same statement.
     """
 
     id: str
@@ -193,7 +193,7 @@ class Outcome(NamedTuple):  # a tuple: built and hashed per run on the hot path
     result: str | None = None  # JSON text
     error: str | None = None
     retry_at: datetime | None = None
-    started: datetime | None = None
+    started: float | None = None
 
 
 class LeaseState(enum.StrEnum):

@@ -291,7 +291,8 @@ class SqliteBackend:
                 done.add(Lease(o.id, o.attempt))
                 if audit_full and o.started is not None:
                     data = {"worker_id": worker_id}
-                    _event(db, o.id, EventType.STARTED, data, format_time(o.started))
+                    began = datetime.fromtimestamp(o.started, UTC)
+                    _event(db, o.id, EventType.STARTED, data, format_time(began))
                 if o.status is Status.SUCCEEDED:
                     if audit_full:
                         _event(db, o.id, EventType.SUCCEEDED, None, now)

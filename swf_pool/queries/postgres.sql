@@ -159,7 +159,7 @@ FROM claimed CROSS JOIN async_commit ORDER BY priority, created_at;
 WITH outcome AS MATERIALIZED (
     SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb)
          AS o (id uuid, attempt int, status text, result jsonb, error text, retry_at timestamptz,
-               started timestamptz)
+               started float8)
 ), started AS MATERIALIZED (
     SELECT * FROM jsonb_to_recordset(%(started)s::jsonb)
          AS s (id uuid, attempt int, at timestamptz)
@@ -176,7 +176,7 @@ WITH outcome AS MATERIALIZED (
 ), events AS (
     INSERT INTO workflow_event (workflow_id, event_type, data, created_at)
     SELECT id, event_type, data, at FROM (
-        SELECT d.id, 'started' AS event_type, w.data, d.started AS at, 0 AS step
+        SELECT d.id, 'started' AS event_type, w.data, to_timestamp(d.started) AS at, 0 AS step
         FROM done d CROSS JOIN worker w WHERE %(audit_full)s AND d.started IS NOT NULL
         UNION ALL
         SELECT s.id, 'started', w.data, s.at, 0
