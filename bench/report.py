@@ -42,7 +42,8 @@ def _drain(r: dict[str, Any], s: dict[str, Any]) -> list[tuple[str, str]]:
             f"{_n(r['ceiling runs/s'])} runs/s",
         ),
         (
-            f"pool drain of {_n(r['runs'])} no-op runs, 2 processes, batch {batch}, full audit",
+            f"pool drain of {_n(r['runs'])} no-op runs, 2 processes, batch {batch} (prefetch "
+            f"{2 * batch}), full audit; medians of {r.get('repeat', 1)}",
             f"{_n(r['full audit runs/s'])} runs/s, {r['full/ceiling']} of the ceiling",
         ),
         (
