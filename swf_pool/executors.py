@@ -14,7 +14,6 @@ import multiprocessing
 import os
 import pickle
 import queue
-import select
 import selectors
 import signal
 import socket
@@ -33,7 +32,6 @@ from .worker import SKIPPED, STOP, Result, Slot, Task, child_main, execute
 
 log = logging.getLogger("swf_pool.executors")
 
-SMALL_MESSAGE_BYTES = 16 * 1024  # below this a send never blocks on a busy worker's pipe
 READ_BYTES = 256 * 1024
 
 
@@ -292,23 +290,51 @@ class _Child:
         )
         self.process.start()
         child_end.close()
+        # our end never blocks: a worker busy in a long handler reads its pipe only later, and
+        # what it cannot take yet waits in `outbuf` (written when the pipe has room again)
+        self.fd = self.conn.fileno()
+        os.set_blocking(self.fd, False)
+        self.outbuf = bytearray()
         self.sent: dict[int, Task] = {}  # seq -> task, until its result arrives
         self.cancels: set[int] = set()  # sent and cancelled: flag it in the slot once it runs
         self.inbuf = bytearray()
 
-    def messages(self, ready: bool = False) -> list[Any]:
+    def post(self, message: Any) -> None:
+        """Send one message in multiprocessing's framing (the worker reads it with `recv`):
+        what the pipe takes now is written, the rest waits for `write()`."""
+        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        size = len(data)
+        header = struct.pack("!i", size) if size < 0x7FFFFFFF else struct.pack("!iQ", -1, size)
+        self.outbuf += header + data
+        self.write()
+
+    def write(self) -> bool:
+        """Write what the pipe takes of `outbuf`; True once all is written. A worker that
+        died takes nothing: its sentinel tells, and what it was sent goes back to the queue."""
+        while self.outbuf:
+            try:
+                written = os.write(self.fd, self.outbuf)
+            except BlockingIOError:
+                return False
+            except OSError:
+                self.outbuf.clear()
+                break
+            del self.outbuf[:written]
+        return True
+
+    def messages(self) -> list[Any]:
         """Every message the worker has sent so far, read in bulk (one read per wake-up, not
-        two per message): multiprocessing frames, a 4-byte big-endian length then a pickle.
-        `ready`: the pipe was just seen readable, so the first read cannot block."""
-        fd = self.conn.fileno()
-        while ready or select.select([fd], [], [], 0)[0]:
-            chunk = os.read(fd, READ_BYTES)
-            if not chunk:
+        two per message): multiprocessing frames, a 4-byte big-endian length then a pickle."""
+        while True:
+            try:
+                chunk = os.read(self.fd, READ_BYTES)
+            except BlockingIOError:
+                break  # all read
+            except OSError:
                 break  # the process is gone; its sentinel tells the rest
+            if not chunk:
+                break
             self.inbuf += chunk
-            if len(chunk) < READ_BYTES:
-                break  # that was all there was
-            ready = False
         out = []
         view = memoryview(self.inbuf)
         at = 0
@@ -363,8 +389,17 @@ class ProcessExecutor:
         self.spawned += 1
         child = _Child(self.context, self.app, self.control.worker_id, self.max_tasks, self.spawned)
         self.children.append(child)
-        self.selector.register(child.conn.fileno(), selectors.EVENT_READ, (child, True))
+        self.selector.register(child.fd, selectors.EVENT_READ, (child, True))
         self.selector.register(child.process.sentinel, selectors.EVENT_READ, (child, False))
+
+    def _post(self, child: _Child, message: Any) -> None:
+        """Send `message` to `child`; if the pipe is full, finish when it has room."""
+        waiting = bool(child.outbuf)
+        child.post(message)
+        if not waiting and child.outbuf:
+            self.selector.modify(
+                child.fd, selectors.EVENT_READ | selectors.EVENT_WRITE, (child, True)
+            )
 
     def free(self) -> int:
         held = sum(len(c.sent) for c in self.children) + len(self.queue)
@@ -375,35 +410,36 @@ class ProcessExecutor:
         self._feed()
 
     def _feed(self) -> None:
-        """Send queued tasks to the least busy processes, in small pickled chunks."""
-        for child in sorted(self.children, key=lambda c: len(c.sent)):
+        """Share the queued tasks among the processes, least busy first, each an even share
+        of what is left. A busy process is topped up only once it has room for a good chunk
+        (a quarter of what it may hold), so it never runs dry and gets few, larger messages."""
+        children = sorted(self.children, key=lambda c: len(c.sent))
+        for index, child in enumerate(children):
+            if not self.queue:
+                return
             room = self.per_process - len(child.sent)
-            if room <= 0 or not self.queue or not child.process.is_alive():
+            if child.sent and room < self.per_process // 4:
                 continue
-            chunk = [self.queue.popleft() for _ in range(min(room, len(self.queue)))]
-            blob = pickle.dumps([t.wire() for t in chunk], protocol=pickle.HIGHEST_PROTOCOL)
-            if child.sent and len(blob) > SMALL_MESSAGE_BYTES:
-                # a big message to a busy worker could block us: wait until it is idle
-                self.queue.extendleft(reversed(chunk))
-                continue
-            try:
-                child.conn.send_bytes(blob)
-            except OSError:  # it died a moment ago: its sentinel tells; keep the tasks
-                self.queue.extendleft(reversed(chunk))
-                continue
+            share = -(-len(self.queue) // (len(children) - index))
+            chunk = [self.queue.popleft() for _ in range(min(room, share))]
             for task in chunk:
-                child.sent[task.seq] = task
+                child.sent[task.seq] = task  # if it died meanwhile, _reap takes them back
+            self._post(child, [task.wire() for task in chunk])
 
     def wait(self, timeout: float) -> list[Result]:
         results, self.early = self.early, []
         ended = []
-        for key, _ in self.selector.select(0 if results else timeout):
+        for key, events in self.selector.select(0 if results else timeout):
             if key.data is None:
                 self.waker.drain()
-            elif key.data[1]:  # a pipe: messages
-                results += self._receive(key.data[0], ready=True)
-            else:  # a sentinel: the process ended (read its last messages first)
+            elif not key.data[1]:  # a sentinel: the process ended (read its last messages first)
                 ended.append(key.data[0])
+            else:  # a pipe: messages in, or room for what waits to go out
+                child = key.data[0]
+                if events & selectors.EVENT_READ:
+                    results += self._receive(child)
+                if events & selectors.EVENT_WRITE and child.write():
+                    self.selector.modify(child.fd, selectors.EVENT_READ, key.data)
         for child in ended:
             results += self._reap(child)
         for child in self.children:
@@ -413,23 +449,20 @@ class ProcessExecutor:
             self._feed()
         return results
 
-    def _receive(self, child: _Child, ready: bool = False) -> list[Result]:
+    def _receive(self, child: _Child) -> list[Result]:
         results = []
-        try:
-            for message in child.messages(ready):
-                if isinstance(message[0], int):  # a Result, as a tuple
-                    result = Result(*message)
-                    child.sent.pop(result.seq, None)
-                    child.cancels.discard(result.seq)
-                    results.append(result)
-                elif message[0] == "fatal":
-                    raise ConfigError(f"a worker process could not start: {message[1]}")
-                else:  # ("heartbeat", seq, seconds): answer at once, the handler waits
-                    _, seq, seconds = message
-                    state = self.control.extend_lease(seq, seconds)
-                    child.conn.send(("lease", state.value))
-        except OSError:
-            pass  # the process died; its sentinel tells the rest
+        for message in child.messages():
+            if isinstance(message[0], int):  # a Result, as a tuple
+                result = Result(*message)
+                child.sent.pop(result.seq, None)
+                child.cancels.discard(result.seq)
+                results.append(result)
+            elif message[0] == "fatal":
+                raise ConfigError(f"a worker process could not start: {message[1]}")
+            else:  # ("heartbeat", seq, seconds): answer at once, the handler waits
+                _, seq, seconds = message
+                state = self.control.extend_lease(seq, seconds)
+                self._post(child, ("lease", state.value))
         return results
 
     def _reap(self, child: _Child) -> list[Result]:
@@ -444,7 +477,7 @@ class ProcessExecutor:
             results.append(Result(running, False, reason))
         self.queue.extendleft(reversed(list(child.sent.values())))  # never started
         child.sent.clear()
-        self.selector.unregister(child.conn.fileno())
+        self.selector.unregister(child.fd)
         self.selector.unregister(child.process.sentinel)
         child.conn.close()
         self.children.remove(child)
@@ -473,8 +506,7 @@ class ProcessExecutor:
             if seq in child.sent:
                 child.cancels.add(seq)  # flagged for run.is_cancelled() while it runs
                 child.slot.cancel_if_running(child.cancels)
-                with contextlib.suppress(OSError):  # if it died, its sentinel tells
-                    child.conn.send(("cancel", seq))  # skipped if it has not started
+                self._post(child, ("cancel", seq))  # skipped if it has not started
 
     def kill(self, seq: int, reason: str) -> bool:
         for child in self.children:
@@ -519,8 +551,7 @@ class ProcessExecutor:
         self.stopping = True
         results: list[Result] = []
         for child in self.children:
-            with contextlib.suppress(OSError):
-                child.conn.send(STOP)
+            self._post(child, STOP)
         deadline = time.monotonic() + grace
         while self.children and time.monotonic() < deadline:
             results += self.wait(min(0.1, max(0.0, deadline - time.monotonic())))

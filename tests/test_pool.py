@@ -93,6 +93,23 @@ def test_max_tasks_per_child_recycles_processes(client: Client) -> None:
     assert statuses(client, ids) == [Status.SUCCEEDED] * 9
 
 
+def test_a_worker_busy_in_a_long_handler_holds_up_no_other(client: Client, tmp_path: Path) -> None:
+    """Its share of big runs waits in the coordinator (its pipe is full, no write blocks)
+    while the other process works through its own share."""
+    gated = client.submit("t.gate", gate_payload(tmp_path), priority=0).id
+    big = "x" * 150_000  # 30 of them: 4.5 MB, far more than a pipe holds
+    ids = [s.id for s in client.submit_many({"type": "t.echo", "payload": big} for _ in range(60))]
+    pool = Pool(client, APP, processes=2, prefetch=200, batch_size=201)
+    with running(pool):
+        wait_until((tmp_path / "started").exists, timeout=30)
+        # half the runs went to the gated process: only the other half can finish now
+        wait_until(lambda: pool.stats.succeeded == 30, timeout=30)
+        (tmp_path / "gate").touch()
+        wait_until(lambda: pool.stats.succeeded == 61, timeout=30)
+    assert client.get(gated).result == "passed"  # type: ignore[union-attr]
+    assert all(client.get(i).result["payload"] == big for i in ids)  # type: ignore[union-attr]
+
+
 def test_cancel_reaches_a_running_worker_process(client: Client) -> None:
     run_id = client.submit("t.until_cancelled").id
     pool = Pool(client, APP, processes=1, heartbeat_interval=0.05)
