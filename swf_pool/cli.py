@@ -173,7 +173,8 @@ def _add_run(commands: Any) -> None:
         "PREFETCH",
         argtypes.non_negative_int,
         None,
-        "runs claimed beyond the free workers, ready to start (default: --processes)",
+        "runs claimed beyond the free workers, ready to start (default: --processes; for "
+        "many short runs, about twice --batch-size)",
     )
     _option(
         run,
