@@ -116,6 +116,77 @@ class Progress:
         sys.stderr.flush()
 
 
+class CpuUse:
+    """CPU seconds used while the block runs, by role: `postgres` (every server process),
+    `coordinator` (this process) and `workers` (its descendants), from /proc, sampled every
+    0.2 s so that processes which end before the block does still count (but for their last
+    moments)."""
+
+    ROLES = ("postgres", "coordinator", "workers")
+
+    def __init__(self) -> None:
+        self.first: dict[int, tuple[str, float]] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> CpuUse:
+        self.first = _cpu_by_pid()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.last.update(_cpu_by_pid())
+
+    def _loop(self) -> None:
+        while not self.stop.wait(0.2):
+            self.last.update(_cpu_by_pid())
+
+    def per_run(self, runs: int) -> dict[str, float]:
+        """Microseconds of CPU per run, by role."""
+        used = dict.fromkeys(self.ROLES, 0.0)
+        for pid, (role, seconds) in self.last.items():
+            used[role] += seconds - self.first.get(pid, (role, 0.0))[1]
+        return {role: round(s / max(runs, 1) * 1e6, 1) for role, s in used.items()}
+
+
+def _cpu_by_pid() -> dict[int, tuple[str, float]]:
+    """pid -> (role, CPU seconds so far) for the processes `CpuUse` counts."""
+    me = os.getpid()
+    tick = os.sysconf("SC_CLK_TCK")
+    seen: dict[int, tuple[bytes, int, float]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_bytes()
+        except OSError:
+            continue  # ended meanwhile
+        head, _, rest = stat.rpartition(b")")
+        fields = rest.split()  # state, ppid, ..., utime (12th), stime (13th)
+        comm = head.split(b"(", 1)[1]
+        seen[int(name)] = (comm, int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+
+    def descends(pid: int) -> bool:
+        for _ in range(16):
+            pid = seen[pid][1] if pid in seen else 0
+            if pid == me:
+                return True
+        return False
+
+    out = {}
+    for pid, (comm, _, seconds) in seen.items():
+        if pid == me:
+            out[pid] = ("coordinator", seconds)
+        elif comm == b"postgres":
+            out[pid] = ("postgres", seconds)
+        elif descends(pid):
+            out[pid] = ("workers", seconds)
+    return out
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     memory = _proc_field("/proc/meminfo", "MemTotal:")

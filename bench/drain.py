@@ -23,7 +23,7 @@ import psycopg
 from swf_pool import Client, Pool
 from swf_pool.dsn import PostgresTarget, parse_dsn
 
-from .common import Progress, Scratch, fill, markdown, parser, quick, report
+from .common import CpuUse, Progress, Scratch, fill, markdown, parser, quick, report
 
 CLAIM = """
 UPDATE workflow_run r SET status = 'leased', leased_by = 'ceiling', attempt = r.attempt + 1,
@@ -37,7 +37,8 @@ WHERE id = ANY(ARRAY(SELECT unnest(%s::uuid[]))) AND status = 'leased' AND lease
 """
 
 
-def ceiling(dsn: str, runs: int, batch: int) -> float:
+def ceiling(dsn: str, runs: int, batch: int) -> tuple[float, dict[str, float]]:
+    """Runs/s, and CPU µs per run by role."""
     target = parse_dsn(dsn)
     assert isinstance(target, PostgresTarget)
     fill(dsn, runs)
@@ -45,14 +46,15 @@ def ceiling(dsn: str, runs: int, batch: int) -> float:
         conn.execute(f'SET search_path TO "{target.schema}"'.encode())
         started = time.perf_counter()
         done = [0]
-        with Progress(f"ceiling, batch {batch}", runs, lambda: done[0]):
+        with Progress(f"ceiling, batch {batch}", runs, lambda: done[0]), CpuUse() as cpu:
             while ids := [row[0] for row in conn.execute(CLAIM, ("bench.noop.v1", batch))]:
                 conn.execute(COMPLETE, (ids,))
                 done[0] += len(ids)
-        return done[0] / (time.perf_counter() - started)
+        return done[0] / (time.perf_counter() - started), cpu.per_run(done[0])
 
 
-def pool_rate(dsn: str, runs: int, batch: int, audit: str) -> tuple[float, Any]:
+def pool_rate(dsn: str, runs: int, batch: int, audit: str) -> tuple[float, Any, dict[str, float]]:
+    """Runs/s, the pool's statistics, and CPU µs per run by role."""
     fill(dsn, runs)
     with Client(dsn) as client:
         pool = Pool(
@@ -65,9 +67,11 @@ def pool_rate(dsn: str, runs: int, batch: int, audit: str) -> tuple[float, Any]:
             log_interval=3600,
         )
         started = time.perf_counter()
-        with Progress(f"pool, {audit} audit, batch {batch}", runs, lambda: pool.stats.succeeded):
+        label = f"pool, {audit} audit, batch {batch}"
+        with Progress(label, runs, lambda: pool.stats.succeeded), CpuUse() as cpu:
             stats = pool.drain()
-        return stats.succeeded / (time.perf_counter() - started), stats
+        rate = stats.succeeded / (time.perf_counter() - started)
+        return rate, stats, cpu.per_run(stats.succeeded)
 
 
 def main() -> None:
@@ -85,16 +89,22 @@ def main() -> None:
     rows = []
     for batch in batches:
         tops, fulls, leans = [], [], []
+        cpu: dict[str, list[dict[str, float]]] = {"ceiling": [], "full": [], "lean": []}
         for _ in range(repeat):
             # each measurement on a fresh table: finished rows and dead tuples left by one
             # would slow the next (table-size sensitivity is a scenario of its own)
             with Scratch(args.dsn) as scratch:
-                tops.append(ceiling(scratch.dsn, runs, batch))
+                rate, use = ceiling(scratch.dsn, runs, batch)
+                tops.append(rate)
+                cpu["ceiling"].append(use)
             with Scratch(args.dsn) as scratch:
-                rate, stats = pool_rate(scratch.dsn, runs, batch, "full")
+                rate, stats, use = pool_rate(scratch.dsn, runs, batch, "full")
                 fulls.append(rate)
+                cpu["full"].append(use)
             with Scratch(args.dsn) as scratch:
-                leans.append(pool_rate(scratch.dsn, runs, batch, "failures")[0])
+                rate, _, use = pool_rate(scratch.dsn, runs, batch, "failures")
+                leans.append(rate)
+                cpu["lean"].append(use)
         top, full, lean = (statistics.median(x) for x in (tops, fulls, leans))
         row = {
             "batch": batch,
@@ -104,6 +114,14 @@ def main() -> None:
             "lean audit runs/s": round(lean),
             "lean/ceiling": round(lean / top, 2),
             "statements/run": round((stats.claims + stats.flushes) / max(stats.claimed, 1), 3),
+            # what each part of the system spends on a run (medians)
+            "cpu µs/run, PostgreSQL/coordinator/workers": ", ".join(
+                f"{kind} "
+                + "/".join(
+                    f"{statistics.median(u[role] for u in uses):.0f}" for role in CpuUse.ROLES
+                )
+                for kind, uses in cpu.items()
+            ),
         }
         rows.append(row)
         print(markdown(f"drain, batch {batch}", row), flush=True)

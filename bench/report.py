@@ -52,6 +52,10 @@ def _drain(r: dict[str, Any], s: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         ("statements per run in steady state", f"{r['statements/run']}"),
         (
+            f"CPU µs per run at batch {batch}: PostgreSQL / coordinator / workers",
+            r.get("cpu µs/run, PostgreSQL/coordinator/workers", "not measured"),
+        ),
+        (
             "by batch size: ceiling / full audit / lean audit runs/s",
             "; ".join(
                 f"{x['batch']}: {_n(x['ceiling runs/s'])} / {_n(x['full audit runs/s'])} "
