@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -49,6 +49,7 @@ log = logging.getLogger("swf_pool.api")
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 OPEN_PATHS = ("/api/v1/health", "/openapi.json", "/login")  # and /static/
 # request bodies: what each accepts (anything else is ignored, as the Go server does)
 SUBMIT_FIELDS = ("payload", "priority", "idempotency_key", "max_attempts")
@@ -250,9 +251,11 @@ def create_app(
     api_key: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     schedules: bool = False,
+    allowed_hosts: Sequence[str] = ("*",),
 ) -> Starlette:
     """The ASGI app. `client` stays open for the app's life (the caller closes it); with
-    `schedules`, a schedule ticker runs for as long as the app does."""
+    `schedules`, a schedule ticker runs for as long as the app does. `allowed_hosts`: the
+    host names it answers to (`*`: any)."""
     if api_key is not None and not api_key.strip():
         raise ConfigError("the API key must not be empty (leave it out for no key)")
     endpoints = Endpoints(client, max_body_bytes, api_key is not None)
@@ -272,16 +275,23 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={404: _not_found, 405: _not_allowed},
     )
-    app.add_middleware(Guard, api_key=api_key)
+    app.add_middleware(Guard, api_key=api_key, allowed_hosts=allowed_hosts)
     return app
 
 
-class Guard(BaseHTTPMiddleware):
-    """Request ids, the API key, and every error as `{"error": ...}`."""
+def default_hosts(bind: str) -> list[str]:
+    """The host names a server listening on `bind` answers to unless told otherwise: the
+    loopback names for a loopback address, else any."""
+    return list(LOOPBACK_HOSTS) if bind in LOOPBACK_HOSTS or bind.startswith("127.") else ["*"]
 
-    def __init__(self, app: Any, api_key: str | None) -> None:
+
+class Guard(BaseHTTPMiddleware):
+    """Request ids, the host, the API key, and every error as `{"error": ...}`."""
+
+    def __init__(self, app: Any, api_key: str | None, allowed_hosts: Sequence[str]) -> None:
         super().__init__(app)
         self.api_key = api_key.encode() if api_key else None
+        self.hosts = None if "*" in allowed_hosts else {h.lower() for h in allowed_hosts}
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
@@ -293,6 +303,11 @@ class Guard(BaseHTTPMiddleware):
         self, request: Request, call_next: RequestResponseEndpoint, request_id: str
     ) -> Response:
         path = request.url.path
+        host = request.headers.get("host", "")
+        if self.hosts is not None and (urlsplit("//" + host).hostname or "") not in self.hosts:
+            # a name that only leads here through DNS rebinding (a page elsewhere reaching a
+            # server on loopback through the operator's browser), or a misdirected request
+            return error(400, f"this server does not answer to host {host!r} (--allowed-hosts)")
         if request.method not in SAFE_METHODS and _cross_site(request):
             # a page on another site posting here with the operator's browser (CSRF): with
             # no API key, or the key in a cookie, nothing else would stop it

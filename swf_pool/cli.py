@@ -311,6 +311,16 @@ def _add_serve(commands: Any) -> None:
     )
     _add_dsn(serve)
     _option(serve, "--host", "HOST", str, "127.0.0.1", "address to listen on")
+    _option(
+        serve,
+        "--allowed-hosts",
+        "ALLOWED_HOSTS",
+        argtypes.csv,
+        "",
+        "host names the server answers to, comma-separated, * for any; a request for another "
+        "name (DNS rebinding) gets 400 (default: localhost,127.0.0.1,::1 when --host is a "
+        "loopback address, else any)",
+    )
     _option(serve, "--port", "PORT", argtypes.non_negative_int, 8080, "port to listen on")
     _option(
         serve,
@@ -495,7 +505,7 @@ def _serve(args: argparse.Namespace) -> None:
     try:
         import uvicorn
 
-        from .api import create_app
+        from .api import create_app, default_hosts
     except ImportError as exc:
         raise ConfigError(
             f"the REST API needs its extra: pip install 'swf-pool[api]' ({exc})"
@@ -506,6 +516,7 @@ def _serve(args: argparse.Namespace) -> None:
             api_key=args.api_key,
             max_body_bytes=args.max_body_bytes,
             schedules=args.schedules,
+            allowed_hosts=args.allowed_hosts or default_hosts(args.host),
         )
         log.info(
             "REST API on http://%s:%d/api/v1 (%s)", args.host, args.port, client.backend.description

@@ -52,12 +52,15 @@ class Server:
         *,
         key: str | None = KEY,
         raw: bytes | None = None,
+        host: str | None = None,
     ) -> Reply:
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         request = urllib.request.Request(self.base + path, data=data, method=method)
         request.add_header("Content-Type", "application/json")
         if key is not None:
             request.add_header("X-API-Key", key)
+        if host is not None:
+            request.add_header("Host", host)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return _reply(response.status, response.read(), dict(response.headers))
@@ -286,6 +289,29 @@ def test_cross_site_writes_are_refused(dsn: str) -> None:
         assert len(running.call("GET", f"{V1}/workflows").body) == 1
     finally:
         assert stop(running) == 0
+
+
+def test_a_server_on_loopback_answers_only_to_loopback_names(dsn: str) -> None:
+    """DNS rebinding: a page on evil.example, its name pointed at 127.0.0.1, reaches a server
+    on loopback through the operator's browser as a same-origin request; its Host header
+    still says evil.example."""
+    running = start(dsn)
+    port = running.base.rsplit(":", 1)[1]
+    try:
+        refused = running.call(
+            "POST", f"{V1}/workflows", {"type": "a"}, host=f"evil.example:{port}"
+        )
+        assert refused.status == 400 and "evil.example" in refused.body["error"]
+        assert running.call("GET", f"{V1}/health", host=f"evil.example:{port}").status == 400
+        for name in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "LOCALHOST"):
+            assert running.call("GET", f"{V1}/workflows", host=name).body == [], name
+    finally:
+        assert stop(running) == 0
+    anyone = start(dsn, "--allowed-hosts", "*")
+    try:
+        assert anyone.call("GET", f"{V1}/workflows", host="evil.example").status == 200
+    finally:
+        assert stop(anyone) == 0
 
 
 def test_the_api_key_guards_everything_but_health(server: Server) -> None:
