@@ -541,19 +541,30 @@ class Pool:
 
     def _flushed(self, applied: set[Lease] | None, error: BaseException | None, now: float) -> None:
         if error is not None or applied is None:
-            with self.lock:  # put it all back, to be tried again
+            if isinstance(error, _Interrupted):  # what was stored before is done with
+                stored = error.applied
+                self._account({s: o for s, o in self.flushing.items() if o[:2] in stored}, stored)
+            with self.lock:  # put the rest back, to be tried again
                 self.buffered = {**self.flushing, **self.buffered}
                 self.flushing = {}
             self.started = self.flushing_started + self.started
             # the server refused the data (not the connection): find the culprit next time
-            self.isolate = isinstance(error, DataRejected)
+            self.isolate = isinstance(error, DataRejected | _Interrupted)
             self._db_failed("flush", error, now)
             self.next_flush = self.next_poll
             return
         self.stats.flushes += 1
         self.next_flush = 0.0
+        self._account(self.flushing, applied)
+        self.flushing_started = []
+        if self.measuring:
+            self.metrics.record_in_flight(self.worker_id, len(self.inflight))
+
+    def _account(self, flushed: dict[int, Outcome], applied: set[Lease]) -> None:
+        """Count and forget the outcomes of a flush: `applied` were stored, the others were
+        fenced out (the lease was no longer held)."""
         stats, refused = self.stats, self.refused
-        for seq, outcome in self.flushing.items():
+        for seq, outcome in flushed.items():
             lease = outcome[:2]  # (id, attempt), equal to its Lease
             if lease in applied and self.measuring:
                 status = Status.FAILED if lease in refused else outcome.status
@@ -575,11 +586,8 @@ class Pool:
                 self._want()  # the retry may be due already
             else:
                 stats.failed += 1
-        self._forget(*self.flushing)
-        self.flushing_started = []
-        self.refused.clear()
-        if self.measuring:
-            self.metrics.record_in_flight(self.worker_id, len(self.inflight))
+        self._forget(*flushed)
+        refused.clear()
 
     def _measure_claim(self, batch: list[Claimed], seconds: float) -> None:
         metrics, worker_id = self.metrics, self.worker_id
@@ -787,25 +795,43 @@ def _complete_one_by_one(
     """After a flush the server refused for its data: one statement per outcome, so that one
     bad outcome cannot hold back the others. An outcome still refused is stored as a failure
     that says why (and added to `refused`); if even that is refused, its lease expires and
-    the run is retried."""
+    the run is retried. Losing the database part way raises `_Interrupted`, with what was
+    stored before."""
     with contextlib.suppress(DataRejected):  # `started` events are only audit
         backend.complete(worker_id, [], started, audit_full)
+        started.clear()  # stored (the caller puts back what is left if the rest is interrupted)
     applied: set[Lease] = set()
-    for outcome in outcomes:
-        try:
-            applied |= backend.complete(worker_id, [outcome], [], audit_full)
-            continue
-        except DataRejected as exc:
-            log.error("the database refused the outcome of %s: %s", outcome.id, exc)
-            error = codec.clean_text(f"OutcomeRefused: the database refused this outcome: {exc}")
-        failure = Outcome(
-            outcome.id, outcome.attempt, Status.FAILED, error=error, started=outcome.started
-        )
-        with contextlib.suppress(DataRejected):
-            stored = backend.complete(worker_id, [failure], [], audit_full)
-            applied |= stored
-            refused |= stored
+    try:
+        for outcome in outcomes:
+            try:
+                applied |= backend.complete(worker_id, [outcome], [], audit_full)
+                continue
+            except DataRejected as exc:
+                log.error("the database refused the outcome of %s: %s", outcome.id, exc)
+                text = f"OutcomeRefused: the database refused this outcome: {exc}"
+            failure = Outcome(
+                outcome.id,
+                outcome.attempt,
+                Status.FAILED,
+                error=codec.clean_text(text),
+                started=outcome.started,
+            )
+            with contextlib.suppress(DataRejected):
+                stored = backend.complete(worker_id, [failure], [], audit_full)
+                applied |= stored
+                refused |= stored
+    except DatabaseError as exc:
+        raise _Interrupted(exc, applied) from exc
     return applied
+
+
+class _Interrupted(DatabaseError):
+    """A flush of one statement per outcome lost the database part way: `applied` were
+    stored before, the rest are to be flushed again."""
+
+    def __init__(self, cause: DatabaseError, applied: set[Lease]) -> None:
+        super().__init__(str(cause))
+        self.applied = applied
 
 
 def _wall(epoch: float) -> datetime:

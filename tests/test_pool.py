@@ -334,6 +334,46 @@ def test_an_outcome_the_database_refuses_holds_back_no_other(client: Client, dsn
     assert (stats.succeeded, stats.failed, stats.db_errors) == (20, 1, 1)
 
 
+CUT_ONCE = """
+CREATE SEQUENCE cut_once;
+CREATE FUNCTION cut_once() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF (SELECT count(*) FROM changed) = 1
+       AND EXISTS (SELECT 1 FROM changed WHERE result::text LIKE '%cut%')
+       AND nextval('cut_once') = 1 THEN
+        PERFORM pg_terminate_backend(pg_backend_pid());  -- the connection dies mid-statement
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER cut_once AFTER UPDATE ON workflow_run REFERENCING NEW TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION cut_once();
+"""
+
+
+def test_a_flush_one_by_one_that_loses_the_database_counts_each_outcome_once(
+    postgres_dsn: str,
+) -> None:
+    """After a refused outcome the flush goes one statement per outcome; the connection dies
+    at one of them (once). What was stored before is counted as stored, not as discarded
+    when the rest is flushed again."""
+    helpers.sql(postgres_dsn, REFUSE_POISON["postgres"])
+    helpers.sql(postgres_dsn, CUT_ONCE)
+    with Client(postgres_dsn) as client:
+        ids = [s.id for s in client.submit_many({"type": "t.echo", "payload": i} for i in range(5))]
+        ids.append(client.submit("t.echo", "cut").id)
+        ids += [
+            s.id for s in client.submit_many({"type": "t.echo", "payload": i} for i in range(5))
+        ]
+        poisoned = client.submit("t.echo", "poison").id
+        # all twelve claimed at once and flushed together
+        pool = Pool(client, APP, executor="inline", batch_size=20, prefetch=20, flush_interval=60)
+        stats = pool.drain()
+        assert statuses(client, ids) == [Status.SUCCEEDED] * 11
+        assert client.get(poisoned).status is Status.FAILED  # type: ignore[union-attr]
+    assert (stats.succeeded, stats.failed, stats.discarded) == (11, 1, 0)
+    assert stats.db_errors == 2  # the refused flush, and the lost connection
+
+
 def test_cancelling_a_queued_run_does_not_hide_the_running_ones_cancel(
     client: Client, dsn: str, tmp_path: Path
 ) -> None:
