@@ -173,8 +173,9 @@ def _add_run(commands: Any) -> None:
         "PREFETCH",
         argtypes.non_negative_int,
         None,
-        "runs claimed beyond the free workers, ready to start (default: --processes; for "
-        "many short runs, about twice --batch-size)",
+        "runs claimed beyond the free workers, ready to start (default: follows how long "
+        "runs take, from --processes for long runs, which other pools may then take, to "
+        "twice --batch-size for short ones)",
     )
     _option(
         run,

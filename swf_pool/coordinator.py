@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import random
 import threading
@@ -168,6 +169,7 @@ class Pool:
         self.prefixes = like_patterns(prefixes)
         self.types = self._served_types(types)
         self.batch_size = batch_size
+        self.auto_prefetch = prefetch is None  # then it follows how long runs take
         self.prefetch = prefetch if prefetch is not None else self.processes
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
@@ -212,6 +214,8 @@ class Pool:
         self.newly_doomed: list[int] = []
         self.durations: dict[int, float] = {}  # seq -> handler seconds, for the metrics
         self.restarts = 0  # worker process restarts reported to the metrics so far
+        self.run_seconds: float | None = None  # moving averages, for the automatic prefetch
+        self.claim_seconds: float | None = None
         self.waker: Waker | None = None  # exists while run() runs
         self.next_seq = 1
         self.wanted = True  # claim as soon as there is room
@@ -431,6 +435,9 @@ class Pool:
                 self.pending.append(task)
         if self.measuring:
             self._measure_claim(batch, seconds)
+        if self.auto_prefetch:
+            self.claim_seconds = _average(self.claim_seconds, seconds)
+            self._adapt_prefetch()
         if len(batch) == limit:
             return  # more may be waiting
         next_poll = now + self.poll_interval
@@ -441,6 +448,18 @@ class Pool:
             if self.wants == self.wants_at_claim:  # no NOTIFY came in while we claimed
                 self.wanted = False
                 self.next_poll = next_poll
+
+    def _adapt_prefetch(self) -> None:
+        """Without an explicit prefetch: hold enough runs to keep the workers busy through
+        two claims at the rate runs finish, from `processes` (long runs stay in the table,
+        for other pools to take) to twice the batch (short runs come in big claims)."""
+        if self.run_seconds is None or self.claim_seconds is None:
+            return
+        rate = self.processes / max(self.run_seconds, 1e-6)
+        wanted = math.ceil(2 * self.claim_seconds * rate)
+        self.prefetch = max(self.processes, min(wanted, 2 * self.batch_size))
+        if isinstance(self.executor, ProcessExecutor):
+            self.executor.per_process = _per_process(self.prefetch, self.processes)
 
     def _notified(self) -> None:
         self._want()
@@ -493,6 +512,8 @@ class Pool:
                 due = max(run.created_at, run.run_at).timestamp()
                 self.metrics.record_start_latency(run.type, max(0.0, result.started - due))
             self.durations[result.seq] = result.duration
+        if self.auto_prefetch and result.started:  # the handler ran (not a death, a skip)
+            self.run_seconds = _average(self.run_seconds, result.duration)
         if result.ok:
             outcome = Outcome(
                 run.id, run.attempt, Status.SUCCEEDED, result.value, None, None, began
@@ -713,13 +734,12 @@ class Pool:
             return InlineExecutor(self.registry, self, waker)
         if self.executor_kind == "thread":
             return ThreadExecutor(self.registry, self, waker, self.processes)
-        per_process = 1 + -(-self.prefetch // self.processes)
         return ProcessExecutor(
             self.app,
             self,
             waker,
             self.processes,
-            per_process,
+            _per_process(self.prefetch, self.processes),
             self.max_tasks_per_child,
             self.start_method,
         )
@@ -832,6 +852,16 @@ class _Interrupted(DatabaseError):
     def __init__(self, cause: DatabaseError, applied: set[Lease]) -> None:
         super().__init__(str(cause))
         self.applied = applied
+
+
+def _per_process(prefetch: int, processes: int) -> int:
+    """How many tasks one worker process holds: the one it runs and its share of the rest."""
+    return 1 + -(-prefetch // processes)
+
+
+def _average(mean: float | None, value: float) -> float:
+    """An exponential moving average (the last 10 or so values count)."""
+    return value if mean is None else mean + 0.1 * (value - mean)
 
 
 def _wall(epoch: float) -> datetime:

@@ -45,6 +45,11 @@ def until_cancelled(run: Run) -> bool:
     return False
 
 
+@registry.handler("t.nap")
+def nap(run: Run) -> None:
+    time.sleep(run.payload)  # a run that takes a while
+
+
 @registry.handler("t.beat")
 def beat(run: Run) -> bool:
     return run.heartbeat(run.payload["seconds"])

@@ -110,6 +110,21 @@ def test_a_worker_busy_in_a_long_handler_holds_up_no_other(client: Client, tmp_p
     assert all(client.get(i).result["payload"] == big for i in ids)  # type: ignore[union-attr]
 
 
+def test_without_a_prefetch_short_runs_come_in_big_claims_and_long_ones_do_not(
+    client: Client,
+) -> None:
+    client.submit_many({"type": "t.echo", "payload": i} for i in range(1000))
+    short = Pool(client, APP, processes=2, batch_size=100)
+    stats = short.drain()
+    assert stats.succeeded == 1000
+    assert short.prefetch == 200  # twice the batch: as many as a claim may bring
+    assert stats.claims < 100  # with the default of one per process: one claim per 3 runs
+    client.submit_many({"type": "t.nap", "payload": 0.2} for _ in range(6))
+    long = Pool(client, APP, processes=2, batch_size=100)
+    assert long.drain().succeeded == 6
+    assert long.prefetch == 2  # no more than the workers: other pools may take the rest
+
+
 def test_cancel_reaches_a_running_worker_process(client: Client) -> None:
     run_id = client.submit("t.until_cancelled").id
     pool = Pool(client, APP, processes=1, heartbeat_interval=0.05)
