@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 
 from swf_pool import Client, Pool
+from swf_pool.coordinator import DEFAULT_BATCH_SIZE
 from swf_pool.dsn import PostgresTarget, parse_dsn
 
 from .common import CpuUse, Progress, Scratch, fill, markdown, parser, quick, report
@@ -53,21 +54,24 @@ def ceiling(dsn: str, runs: int, batch: int) -> tuple[float, dict[str, float]]:
         return done[0] / (time.perf_counter() - started), cpu.per_run(done[0])
 
 
-def pool_rate(dsn: str, runs: int, batch: int, audit: str) -> tuple[float, Any, dict[str, float]]:
-    """Runs/s, the pool's statistics, and CPU µs per run by role."""
+def pool_rate(
+    dsn: str, runs: int, audit: str, batch: int | None = None
+) -> tuple[float, Any, dict[str, float]]:
+    """Runs/s, the pool's statistics, and CPU µs per run by role. With `batch`, a prefetch of
+    twice the batch; without, the pool's defaults (its batch size, automatic prefetch)."""
     fill(dsn, runs)
     with Client(dsn) as client:
         pool = Pool(
             client,
             "bench.apps:registry",
             processes=2,
-            batch_size=batch,
-            prefetch=2 * batch,
+            batch_size=batch or DEFAULT_BATCH_SIZE,
+            prefetch=None if batch is None else 2 * batch,
             audit=audit,
             log_interval=3600,
         )
         started = time.perf_counter()
-        label = f"pool, {audit} audit, batch {batch}"
+        label = f"pool, {audit} audit, " + (f"batch {batch}" if batch else "defaults")
         with Progress(label, runs, lambda: pool.stats.succeeded), CpuUse() as cpu:
             stats = pool.drain()
         rate = stats.succeeded / (time.perf_counter() - started)
@@ -98,11 +102,11 @@ def main() -> None:
                 tops.append(rate)
                 cpu["ceiling"].append(use)
             with Scratch(args.dsn) as scratch:
-                rate, stats, use = pool_rate(scratch.dsn, runs, batch, "full")
+                rate, stats, use = pool_rate(scratch.dsn, runs, "full", batch)
                 fulls.append(rate)
                 cpu["full"].append(use)
             with Scratch(args.dsn) as scratch:
-                rate, _, use = pool_rate(scratch.dsn, runs, batch, "failures")
+                rate, _, use = pool_rate(scratch.dsn, runs, "failures", batch)
                 leans.append(rate)
                 cpu["lean"].append(use)
         top, full, lean = (statistics.median(x) for x in (tops, fulls, leans))
@@ -127,6 +131,11 @@ def main() -> None:
         print(markdown(f"drain, batch {batch}", row), flush=True)
         if not best or row["full/ceiling"] > best["full/ceiling"]:
             best = row
+    defaults = []  # what `swf-pool run --processes 2` does out of the box
+    for _ in range(repeat):
+        with Scratch(args.dsn) as scratch:
+            defaults.append(pool_rate(scratch.dsn, runs, "full")[0])
+    best["defaults, full audit runs/s"] = round(statistics.median(defaults))
     report("drain", {"runs": runs, "repeat": repeat, **best}, {"by batch": rows})
 
 

@@ -50,6 +50,12 @@ def _drain(r: dict[str, Any], s: dict[str, Any]) -> list[tuple[str, str]]:
             "same, lean audit (`--audit failures`)",
             f"{_n(r['lean audit runs/s'])} runs/s, {r['lean/ceiling']} of the ceiling",
         ),
+        (
+            "same with the pool's defaults (batch 100, automatic prefetch), full audit",
+            f"{_n(r['defaults, full audit runs/s'])} runs/s"
+            if "defaults, full audit runs/s" in r
+            else "not measured",
+        ),
         ("statements per run in steady state", f"{r['statements/run']}"),
         (
             f"CPU µs per run at batch {batch}: PostgreSQL / coordinator / workers",
