@@ -569,7 +569,8 @@ class Pool:
                 self.buffered = {**self.flushing, **self.buffered}
                 self.flushing = {}
             self.started = self.flushing_started + self.started
-            # the server refused the data (not the connection): find the culprit next time
+            # the server refused the data (or the connection broke while we looked for what it
+            # refused): one statement per outcome next time
             self.isolate = isinstance(error, DataRejected | _Interrupted)
             self._db_failed("flush", error, now)
             self.next_flush = self.next_poll
