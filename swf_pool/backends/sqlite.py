@@ -284,7 +284,7 @@ class SqliteBackend:
                     "status": o.status.value,
                     "result": o.result,
                     "error": o.error,
-                    "retry_at": format_time(o.retry_at) if o.retry_at else None,
+                    "retry_at": _time_or_none(o.retry_at),
                 }
                 if not db.execute(Q["complete"], params).fetchone():
                     continue
@@ -382,7 +382,7 @@ class SqliteBackend:
         params = {
             "status": status.value,
             "type": type,
-            "since": format_time(since) if since else None,
+            "since": _time_or_none(since),
             "after": after,
             "limit": limit,
         }
@@ -466,7 +466,7 @@ class SqliteBackend:
                     {
                         "id": schedule.id,
                         "now": stamp,
-                        "last_run_at": format_time(last) if last else None,
+                        "last_run_at": _time_or_none(last),
                         "next_run_at": format_time(plan.next_run_at),
                     },
                 )
@@ -490,7 +490,7 @@ def _submit(
             "max_attempts": run.max_attempts,
             "key": run.idempotency_key,
             "now": now,
-            "run_at": format_time(run.run_at) if run.run_at else None,
+            "run_at": _time_or_none(run.run_at),
         }
         if db.execute(Q["submit"], params).fetchone():
             out.append(Submitted(run.id, True))
