@@ -92,24 +92,26 @@ def main() -> None:
     best: dict[str, Any] = {}
     rows = []
     for batch in batches:
-        tops, fulls, leans = [], [], []
-        cpu: dict[str, list[dict[str, float]]] = {"ceiling": [], "full": [], "lean": []}
+        # per kind of measurement: (runs/s, CPU µs per run by role), one per repetition
+        measured: dict[str, list[tuple[float, dict[str, float]]]] = {
+            "ceiling": [],
+            "full": [],
+            "lean": [],
+        }
         for _ in range(repeat):
             # each measurement on a fresh table: finished rows and dead tuples left by one
             # would slow the next (table-size sensitivity is a scenario of its own)
             with Scratch(args.dsn) as scratch:
-                rate, use = ceiling(scratch.dsn, runs, batch)
-                tops.append(rate)
-                cpu["ceiling"].append(use)
+                measured["ceiling"].append(ceiling(scratch.dsn, runs, batch))
             with Scratch(args.dsn) as scratch:
                 rate, stats, use = pool_rate(scratch.dsn, runs, "full", batch)
-                fulls.append(rate)
-                cpu["full"].append(use)
+                measured["full"].append((rate, use))
             with Scratch(args.dsn) as scratch:
                 rate, _, use = pool_rate(scratch.dsn, runs, "failures", batch)
-                leans.append(rate)
-                cpu["lean"].append(use)
-        top, full, lean = (statistics.median(x) for x in (tops, fulls, leans))
+                measured["lean"].append((rate, use))
+        top, full, lean = (
+            statistics.median(r for r, _ in measured[k]) for k in ("ceiling", "full", "lean")
+        )
         row = {
             "batch": batch,
             "ceiling runs/s": round(top),
@@ -122,9 +124,9 @@ def main() -> None:
             "cpu µs/run, PostgreSQL/coordinator/workers": ", ".join(
                 f"{kind} "
                 + "/".join(
-                    f"{statistics.median(u[role] for u in uses):.0f}" for role in CpuUse.ROLES
+                    f"{statistics.median(u[role] for _, u in results):.0f}" for role in CpuUse.ROLES
                 )
-                for kind, uses in cpu.items()
+                for kind, results in measured.items()
             ),
         }
         rows.append(row)
