@@ -9,19 +9,18 @@ import os
 import platform
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 
 from swf_pool import Client
 from swf_pool.dsn import PostgresTarget, parse_dsn
+from swf_pool.threads import Background
 
 DEFAULT_DSN = os.environ.get("SWF_BENCH_DSN", "host=127.0.0.1 user=postgres dbname=postgres")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -78,30 +77,24 @@ def fill(dsn: str, runs: int, type_: str = "bench.noop.v1", label: str = "submit
             done[0] += count
 
 
-class Progress:
+class Progress(Background):
     """A progress bar on stderr while a long step runs (redrawn in place on a terminal, a
     line every 10 s otherwise); `done()` is polled from a thread of its own."""
 
     def __init__(self, label: str, total: int, done: Callable[[], int]) -> None:
         self.label, self.total, self.done = label, max(total, 1), done
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
         self.tty = sys.stderr.isatty()
         self.began = time.monotonic()
+        super().__init__("bench-progress")
 
-    def __enter__(self) -> Progress:
-        self.thread.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, *rest: TracebackType | None) -> None:
-        self.stop.set()
-        self.thread.join()
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
         if self.tty:
             print(file=sys.stderr)
 
-    def _loop(self) -> None:
+    def loop(self) -> None:
         every = 0.25 if self.tty else 10.0
-        while not self.stop.wait(every):
+        while not self.stopping.wait(every):
             self._draw()
         self._draw()
 
@@ -116,7 +109,7 @@ class Progress:
         sys.stderr.flush()
 
 
-class CpuUse:
+class CpuUse(Background):
     """CPU seconds used while the block runs, by role: `postgres` (every server process),
     `coordinator` (this process) and `workers` (its descendants), from /proc, sampled every
     0.2 s so that processes which end before the block does still count (but for their last
@@ -127,21 +120,18 @@ class CpuUse:
     def __init__(self) -> None:
         self.first: dict[int, tuple[str, float]] = {}
         self.last: dict[int, tuple[str, float]] = {}
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
+        super().__init__("bench-cpu")
 
-    def __enter__(self) -> CpuUse:
+    def __enter__(self) -> Self:
         self.first = _cpu_by_pid()
-        self.thread.start()
-        return self
+        return super().__enter__()
 
     def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
+        super().__exit__(*exc)
         self.last.update(_cpu_by_pid())
 
-    def _loop(self) -> None:
-        while not self.stop.wait(0.2):
+    def loop(self) -> None:
+        while not self.stopping.wait(0.2):
             self.last.update(_cpu_by_pid())
 
     def per_run(self, runs: int) -> dict[str, float]:
