@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from swf_pool.coordinator import DEFAULT_BATCH_SIZE
+
 from .common import RESULTS
 
 README = RESULTS.parent.parent / "README.md"
@@ -51,7 +53,8 @@ def _drain(r: dict[str, Any], s: dict[str, Any]) -> list[tuple[str, str]]:
             f"{_n(r['lean audit runs/s'])} runs/s, {r['lean/ceiling']} of the ceiling",
         ),
         (
-            "same with the pool's defaults (batch 100, automatic prefetch), full audit",
+            f"same with the pool's defaults (batch {DEFAULT_BATCH_SIZE}, automatic prefetch), "
+            "full audit",
             f"{_n(r['defaults, full audit runs/s'])} runs/s"
             if "defaults, full audit runs/s" in r
             else "not measured",
