@@ -323,7 +323,7 @@ class _Child:
         return True
 
     def messages(self) -> list[Any]:
-        """Every message the worker has sent so far, read in bulk (one read per wake-up, not
+        """Every message the worker has sent so far, read in bulk (a few reads per wake-up, not
         two per message): multiprocessing frames, a 4-byte big-endian length then a pickle."""
         while True:
             try:
