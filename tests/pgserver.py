@@ -50,16 +50,18 @@ class Cluster:
     command: list[str]  # how to run pg_ctl on it (as the right user)
     options: str
 
-    def restart(self) -> None:
+    def restart(self, mode: str = "fast") -> None:
+        """Restart the server; `mode="immediate"` is a crash (no checkpoint, WAL replayed)."""
         subprocess.run(
-            [*self.command, "-o", self.options, "-m", "fast", "-w", "restart"],
+            [*self.command, "-o", self.options, "-m", mode, "-w", "restart"],
             check=True,
             capture_output=True,
         )
 
 
 @contextmanager
-def throwaway_cluster() -> Iterator[Cluster]:
+def throwaway_cluster(settings: str = "") -> Iterator[Cluster]:
+    """`settings`: more server options, e.g. "-c wal_writer_delay=10000"."""
     initdb = shutil.which("initdb")
     pg_ctl = shutil.which("pg_ctl")
     if not initdb or not pg_ctl:
@@ -82,7 +84,7 @@ def throwaway_cluster() -> Iterator[Cluster]:
     )
     options = (
         f"-p {port} -k {folder} -c fsync=off -c synchronous_commit=off "
-        "-c listen_addresses=127.0.0.1"
+        f"-c listen_addresses=127.0.0.1 {settings}"
     )
     command = [*prefix, pg_ctl, "-D", data, "-l", os.path.join(folder, "log")]
     subprocess.run([*command, "-o", options, "-w", "start"], check=True, capture_output=True)

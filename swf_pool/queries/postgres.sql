@@ -140,14 +140,16 @@ WITH expired AS (
     UNION ALL
     SELECT id, 'leased', jsonb_build_object('worker_id', %(worker)s::text, 'attempt', attempt)
     FROM claimed WHERE %(audit_full)s
-), async_commit AS (
-    -- A claim need not wait for its WAL flush: should the server crash and lose it, the run
-    -- is simply pending again (and a result written under the lost lease is fenced out).
-    SELECT set_config('synchronous_commit', 'off', true)
+), durable AS (
+    -- A claim is durable, whatever the server's default: one undone by a crash would be
+    -- claimed again under the same worker id and attempt, and the fence could not tell the
+    -- first execution's result from the second's.
+    SELECT set_config('synchronous_commit', CASE current_setting('synchronous_commit')
+                      WHEN 'off' THEN 'on' ELSE current_setting('synchronous_commit') END, true)
 )
 -- the columns of `Claimed`, in its order
 SELECT id::text, type, payload, attempt, max_attempts, created_at, run_at, rescued
-FROM claimed CROSS JOIN async_commit ORDER BY priority, created_at;
+FROM claimed CROSS JOIN durable ORDER BY priority, created_at;
 
 -- complete --
 -- One flush: the outcomes of finished attempts and the `started` events of attempts begun since
@@ -219,23 +221,34 @@ WHERE status = 'pending' AND deleted_at IS NULL
 
 -- heartbeat --
 -- Extend the leases this worker still holds; report every run's status in the same trip.
+-- SKIP LOCKED: a row locked now is being completed, cancelled or released, and waiting for it
+-- could deadlock with a flush (the two lock rows in no common order). Such a row is reported
+-- as held if it was ours when the statement began; the next beat tells what became of it.
 WITH held AS MATERIALIZED (
     SELECT * FROM jsonb_to_recordset(%(leases)s::jsonb) AS h (id uuid, attempt int)
+), mine AS (
+    SELECT r.id FROM workflow_run r JOIN held h ON r.id = h.id AND r.attempt = h.attempt
+    WHERE r.id = ANY(ARRAY(SELECT id FROM held)) AND r.status = 'leased'
+      AND r.leased_by = %(worker)s AND r.deleted_at IS NULL
+    FOR UPDATE OF r SKIP LOCKED
 ), extended AS (
     UPDATE workflow_run r
     SET lease_until = now() + make_interval(secs => %(extend)s), updated_at = now()
-    FROM held h
-    WHERE r.id = ANY(ARRAY(SELECT id FROM held)) AND r.id = h.id AND r.status = 'leased'
-      AND r.leased_by = %(worker)s AND r.attempt = h.attempt AND r.deleted_at IS NULL
+    WHERE r.id = ANY(ARRAY(SELECT id FROM mine))
     RETURNING r.id, r.attempt
 ), events AS (
     INSERT INTO workflow_event (workflow_id, event_type, data)
     SELECT id, 'heartbeat', jsonb_build_object('extended_by_seconds', %(extend)s)
     FROM extended WHERE %(record)s
 ), async_commit AS (
-    SELECT set_config('synchronous_commit', 'off', true)  -- as for claims: losing one is safe
+    -- losing a renewal to a crash is safe: the lease may expire early, and then the run is
+    -- claimed again under a new attempt, which the fence tells apart
+    SELECT set_config('synchronous_commit', 'off', true)
 )
-SELECT h.id, h.attempt, e.id IS NOT NULL AS held, r.status
+SELECT h.id, h.attempt,
+       e.id IS NOT NULL OR coalesce(r.status = 'leased' AND r.leased_by = %(worker)s
+                                    AND r.attempt = h.attempt, false) AS held,
+       r.status
 FROM held h CROSS JOIN async_commit
 LEFT JOIN extended e ON e.id = h.id AND e.attempt = h.attempt
 LEFT JOIN workflow_run r
