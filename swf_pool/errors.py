@@ -10,6 +10,7 @@
     │   ├── ConnectError       the server cannot be reached or refuses us
     │   ├── DataRejected       the database refused a value (a constraint, bad text)
     │   ├── SchemaNotReady     the schema is missing or not migrated
+    │   ├── UndecodableRun     a stored run whose times or JSON cannot be read
     │   └── MigrationError     a migration could not be applied
     ├── RunNotFound            no such run (or it is soft-deleted)
     ├── RunAlreadyFinished     the run is succeeded, failed or cancelled
@@ -63,6 +64,10 @@ class SchemaNotReady(DatabaseError):
 
 class MigrationError(DatabaseError):
     """A migration failed."""
+
+
+class UndecodableRun(DatabaseError):
+    """A run in the database cannot be decoded (a time or JSON written in no known form)."""
 
 
 class RunNotFound(SwfError, LookupError):

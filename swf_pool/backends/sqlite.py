@@ -6,6 +6,7 @@ share one database file (WAL mode; each waits its turn up to the busy timeout).
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import uuid
@@ -16,7 +17,15 @@ from typing import Any
 
 from .. import codec, queries
 from ..dsn import SqliteTarget
-from ..errors import ConnectError, DatabaseError, DataRejected, MigrationError, SchemaNotReady
+from ..errors import (
+    ConnectError,
+    DatabaseError,
+    DataRejected,
+    MigrationError,
+    SchemaNotReady,
+    UndecodableRun,
+)
+from ..gotime import parse_time
 from ..migrate import Migration
 from ..models import (
     Claimed,
@@ -37,6 +46,7 @@ from ..schedules import Schedule
 from . import Fired, Planner, lease_state
 
 Q = queries.load("sqlite")
+log = logging.getLogger("swf_pool.sqlite")
 BUSY_TIMEOUT_SECONDS = 30.0
 _TIME_COLUMNS = ("run_at", "lease_until", "created_at", "updated_at", "next_run_at", "last_run_at")
 _JSON_COLUMNS = ("payload", "result", "data")
@@ -48,14 +58,6 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime(_TIME_FORMAT)
 
 
-def parse_time(text: str | None) -> datetime | None:
-    """Read our format or the Go library's (`YYYY-MM-DD HH:MM:SS`, optionally with T/Z)."""
-    if text is None:
-        return None
-    moment = datetime.fromisoformat(text)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def _time_or_none(moment: datetime | None) -> str | None:
     return None if moment is None else format_time(moment)
 
@@ -64,15 +66,37 @@ def _now() -> str:
     return format_time(datetime.now(UTC))
 
 
-def _dict(row: sqlite3.Row) -> dict[str, Any]:
+def _dict(row: sqlite3.Row, raw_json: bool = False) -> dict[str, Any]:
+    """The row with its times and JSON decoded, or UndecodableRun naming what is not.
+
+    `raw_json`: JSON that cannot be decoded is kept as its text instead (reading runs: a run
+    another client wrote badly can still be seen, listed and its failure read)."""
     out = dict(row)
     for column in _TIME_COLUMNS:
         if column in out:
-            out[column] = parse_time(out[column])
+            try:
+                out[column] = parse_time(out[column])
+            except ValueError as exc:
+                raise _undecodable(out, column, str(exc)) from None
     for column in _JSON_COLUMNS:
         if column in out:
-            out[column] = codec.decode(out[column])
+            try:
+                out[column] = codec.decode(out[column])
+            except ValueError as exc:  # orjson.JSONDecodeError
+                if not raw_json:
+                    value = codec.clean_text(repr(out[column]), 200)
+                    raise _undecodable(out, column, f"{value} is not JSON ({exc})") from None
+                raw = out[column]
+                out[column] = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
     return out
+
+
+def _undecodable(row: dict[str, Any], column: str, why: str) -> UndecodableRun:
+    if "workflow_id" in row:
+        owner = f"event {row['id']} of run {row['workflow_id']}"
+    else:
+        owner = f"{'schedule' if 'schedule' in row else 'run'} {row.get('id')}"
+    return UndecodableRun(codec.clean_text(f"{column} of {owner}: {why}", 1000))
 
 
 class SqliteBackend:
@@ -126,9 +150,11 @@ class SqliteBackend:
             except sqlite3.Error as exc:
                 raise DatabaseError(f"{self.description}: {exc}") from exc
 
-    def _rows(self, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    def _rows(
+        self, name: str, params: dict[str, Any], raw_json: bool = False
+    ) -> list[dict[str, Any]]:
         with self._tx("DEFERRED") as db:
-            return [_dict(row) for row in db.execute(Q[name], params)]
+            return [_dict(row, raw_json) for row in db.execute(Q[name], params)]
 
     # -- migrations ---------------------------------------------------------------------------
 
@@ -159,7 +185,7 @@ class SqliteBackend:
             return _submit(db, runs, audit_full, _now())
 
     def get(self, run_id: str) -> RunRecord | None:
-        rows = self._rows("get_run", {"id": run_id})
+        rows = self._rows("get_run", {"id": run_id}, raw_json=True)
         return RunRecord.from_row(rows[0]) if rows else None
 
     def list_runs(self, filters: RunFilter) -> list[RunRecord]:
@@ -172,10 +198,11 @@ class SqliteBackend:
             "limit": filters.limit,
             "offset": filters.offset,
         }
-        return [RunRecord.from_row(row) for row in self._rows("list_runs", params)]
+        return [RunRecord.from_row(row) for row in self._rows("list_runs", params, raw_json=True)]
 
     def events(self, run_id: str) -> list[Event]:
-        return [Event.from_row(row) for row in self._rows("list_events", {"id": run_id})]
+        rows = self._rows("list_events", {"id": run_id}, raw_json=True)
+        return [Event.from_row(row) for row in rows]
 
     def run_status(self, run_id: str) -> Status | None:
         rows = self._rows("run_status", {"id": run_id})
@@ -227,14 +254,7 @@ class SqliteBackend:
                         f"{row['max_attempts']}: worker {row['leased_by']} stopped "
                         "without completing it"
                     )
-                    db.execute(Q["exhaust"], {"id": row["id"], "error": error, "now": now})
-                    _event(
-                        db,
-                        row["id"],
-                        EventType.FAILED,
-                        {"attempt": row["attempt"], "error": error},
-                        now,
-                    )
+                    _fail(db, row["id"], row["attempt"], error, now)
                 else:
                     rescued[row["id"]] = row["leased_by"]
             ids = list(rescued)[:limit]
@@ -245,17 +265,18 @@ class SqliteBackend:
                 ]
             for run_id in ids:
                 params = {"id": run_id, "worker": worker_id, "now": now, "lease_until": lease_until}
-                row = _dict(db.execute(Q["lease"], params).fetchone())
+                leased = db.execute(Q["lease"], params).fetchone()
+                if audit_full:
+                    data = {"worker_id": worker_id, "attempt": leased["attempt"]}
+                    _event(db, run_id, EventType.LEASED, data, now)
+                try:
+                    row = _dict(leased)
+                except UndecodableRun as exc:  # written by another client: no attempt can run
+                    log.warning("UndecodableRun: %s (the run is failed)", exc)
+                    _fail(db, run_id, leased["attempt"], f"UndecodableRun: {exc}", now)
+                    continue
                 row["rescued"] = run_id in rescued
                 claimed.append(row)
-                if audit_full:
-                    _event(
-                        db,
-                        run_id,
-                        EventType.LEASED,
-                        {"worker_id": worker_id, "attempt": row["attempt"]},
-                        now,
-                    )
         claimed.sort(key=lambda row: (row["priority"], row["created_at"]))
         return [Claimed.from_row(row) for row in claimed]
 
@@ -339,7 +360,11 @@ class SqliteBackend:
 
     def next_due(self, types: Sequence[str], prefixes: Sequence[str]) -> datetime | None:
         params = {"types": codec.encode(list(types)), "prefixes": codec.encode(list(prefixes))}
-        return parse_time(self._rows("next_due", params)[0]["due"])
+        due = self._rows("next_due", params)[0]["due"]
+        try:
+            return parse_time(due)
+        except ValueError:  # a run_at in no known form sorts after every date: never due
+            return None
 
     # -- operations ---------------------------------------------------------------------------
 
@@ -501,6 +526,12 @@ def _submit(
             row = db.execute(Q["id_by_key"], {"key": run.idempotency_key}).fetchone()
             out.append(Submitted(row["id"], False))
     return out
+
+
+def _fail(db: sqlite3.Connection, run_id: str, attempt: int, error: str, now: str) -> None:
+    """Fail a claimed run at once (lease cleared) with its `failed` event."""
+    db.execute(Q["exhaust"], {"id": run_id, "error": error, "now": now})
+    _event(db, run_id, EventType.FAILED, {"attempt": attempt, "error": error}, now)
 
 
 def _event(db: sqlite3.Connection, run_id: str, kind: EventType, data: Any, now: str) -> None:
