@@ -8,7 +8,8 @@
     │   └── InvalidSchedule    a cron expression or time zone that cannot be used
     ├── DatabaseError          the database could not be used
     │   ├── ConnectError       the server cannot be reached or refuses us
-    │   ├── DataRejected       the database refused a value (a constraint, bad text)
+    │   ├── DataRejected       the database refused a value (a constraint, bad text, too
+    │   │                      long for an index); also a ValidationError
     │   ├── SchemaNotReady     the schema is missing or not migrated
     │   ├── UndecodableRun     a stored run whose times or JSON cannot be read
     │   └── MigrationError     a migration could not be applied
@@ -54,7 +55,7 @@ class ConnectError(DatabaseError):
     """Cannot connect to the database."""
 
 
-class DataRejected(DatabaseError):
+class DataRejected(DatabaseError, ValidationError):
     """The database refused the data (a constraint or a value it cannot store)."""
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, TypeVar
 from weakref import WeakKeyDictionary
 
 import orjson
@@ -42,7 +43,55 @@ Q = queries.load("postgres")
 CONNECT_TIMEOUT_SECONDS = 10.0
 IDLE_CHECK_SECONDS = 1.0  # a connection unused this long is checked before it is handed out
 CHECKOUT_TIMEOUT_SECONDS = 5.0  # while the server is away, fail fast and let callers back off
+TRANSIENT_TRIES = 4  # a statement rolled back as a deadlock victim is run again, up to this
+TRANSIENT_PAUSE_SECONDS = 0.02  # before the next try: up to this, times the tries so far
 Row = dict[str, Any]
+T = TypeVar("T")
+
+# What a failed statement means to us (see `failure_kind`).
+Failure = Literal["lost", "refused", "transient", "no_schema", "other"]
+LOST_STATES = frozenset(
+    {
+        "53300",  # too_many_connections
+        "57P01",  # admin_shutdown (pg_terminate_backend, a fast shutdown)
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now (starting up, shutting down, in recovery)
+        "57P04",  # database_dropped
+        "57P05",  # idle_session_timeout
+    }
+)
+REFUSED_CLASSES = ("22", "23", "54")  # data exception, integrity, program limit exceeded
+TRANSIENT_STATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+
+
+def failure_kind(exc: psycopg.Error) -> Failure:
+    """What a psycopg error means, by its SQLSTATE (psycopg's classes mix them up: a dropped
+    socket, a deadlock and a too-long index row are all `OperationalError`).
+
+    "lost": the connection is gone or refused (class 08, a shutdown, a pool timeout, or an
+    `OperationalError` with no SQLSTATE: libpq's own, the socket died). "refused": the data
+    (classes 22, 23 and 54, or text with a NUL, which psycopg will not send). "transient": a
+    deadlock victim or serialization failure, rolled back, to run again. "no_schema": a missing
+    table. "other": the rest (a cancelled statement or statement timeout, a full disk, a bug
+    in our SQL)."""
+    state = exc.sqlstate
+    if state is None:  # raised by psycopg or libpq, not by the server
+        if isinstance(exc, psycopg.OperationalError):
+            return "lost"
+        return "refused" if isinstance(exc, psycopg.DataError) else "other"
+    if state.startswith("08") or state in LOST_STATES:
+        return "lost"
+    if state.startswith(REFUSED_CLASSES):
+        return "refused"
+    if state in TRANSIENT_STATES:
+        return "transient"
+    if state == "42P01":  # undefined_table
+        return "no_schema"
+    return "other"
+
+
+class _Transient(DatabaseError):
+    """A deadlock victim or serialization failure: `_retried` runs the work again."""
 
 
 def connect_options(target: PostgresTarget) -> dict[str, Any]:
@@ -119,32 +168,50 @@ class PostgresBackend:
 
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[Row]]:
+        """A pooled connection; psycopg's errors become ours (see `failure_kind`). Only a lost
+        connection purges the pool."""
         try:
             with self._pool.connection() as conn:
                 yield conn
                 self._used[conn] = time.monotonic()
-        except psycopg.errors.UndefinedTable as exc:
-            raise SchemaNotReady(
-                f"{exc.diag.message_primary} in schema {self.target.schema!r}: "
-                "run `swf-pool migrate up` (or pass migrate=True)"
-            ) from None
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            self._purge()
-            raise ConnectError(f"lost the database ({self.description}): {exc}") from exc
-        except (psycopg.DataError, psycopg.IntegrityError) as exc:
-            raise DataRejected(f"{type(exc).__name__}: {exc}") from exc
-        except psycopg.Error as exc:
-            raise DatabaseError(f"{type(exc).__name__}: {exc}") from exc
+        except psycopg.Error as exc:  # PoolTimeout included
+            kind = failure_kind(exc)
+            if kind == "no_schema":
+                raise SchemaNotReady(
+                    f"{exc.diag.message_primary} in schema {self.target.schema!r}: "
+                    "run `swf-pool migrate up` (or pass migrate=True)"
+                ) from None
+            if kind == "lost":
+                self._purge()
+                raise ConnectError(f"lost the database ({self.description}): {exc}") from exc
+            error = {"refused": DataRejected, "transient": _Transient}.get(kind, DatabaseError)
+            raise error(f"{type(exc).__name__}: {exc}") from exc
+
+    def _retried(self, work: Callable[[psycopg.Connection[Row]], T]) -> T:
+        """`work` on a pooled connection, run again after a short random pause if the server
+        rolled it back as a deadlock victim or a serialization failure. `work` must be one
+        statement in autocommit or one transaction, so that a failed try left nothing behind;
+        still failing after `TRANSIENT_TRIES`, it is a `DatabaseError` (not a lost database)."""
+        tries = 1
+        while True:
+            try:
+                with self._conn() as conn:
+                    return work(conn)
+            except _Transient as exc:
+                if tries >= TRANSIENT_TRIES:
+                    raise DatabaseError(f"{exc} (tried {tries} times)") from exc.__cause__
+            time.sleep(random.uniform(0.0, TRANSIENT_PAUSE_SECONDS * tries))
+            tries += 1
 
     def _rows(self, name: str, params: dict[str, Any]) -> list[Row]:
-        with self._conn() as conn:
-            return conn.execute(Q[name], params).fetchall()
+        return self._retried(lambda conn: conn.execute(Q[name], params).fetchall())
 
     def _tuples(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Rows as plain tuples, for the hot path: their columns in the order of the record
         type built from them, with no dictionary per row."""
-        with self._conn() as conn:
-            return conn.cursor(row_factory=tuple_row).execute(Q[name], params).fetchall()
+        return self._retried(
+            lambda conn: conn.cursor(row_factory=tuple_row).execute(Q[name], params).fetchall()
+        )
 
     # -- migrations ---------------------------------------------------------------------------
 
@@ -172,8 +239,9 @@ class PostgresBackend:
     # -- producer side ------------------------------------------------------------------------
 
     def submit(self, runs: Sequence[NewRun], audit_full: bool) -> list[Submitted]:
-        with self._conn() as conn:
-            return _submit(conn, runs, audit_full)
+        # Two statements in autocommit, yet safe to run again: only the insert can be a
+        # deadlock victim (the lookup after it reads, and holds no lock between statements).
+        return self._retried(lambda conn: _submit(conn, runs, audit_full))
 
     def get(self, run_id: str) -> RunRecord | None:
         rows = self._rows("get_run", {"id": run_id})
@@ -323,14 +391,12 @@ class PostgresBackend:
         return int(self._rows("table_rows", {})[0]["estimate"])
 
     def register(self, names: Sequence[str]) -> None:
-        with self._conn() as conn:
-            conn.execute(Q["register"], {"names": sorted(set(names))})
+        self._retried(lambda conn: conn.execute(Q["register"], {"names": sorted(set(names))}))
 
     # -- schedules ----------------------------------------------------------------------------
 
     def create_schedule(self, values: dict[str, Any]) -> None:
-        with self._conn() as conn:
-            conn.execute(Q["create_schedule"], values)
+        self._retried(lambda conn: conn.execute(Q["create_schedule"], values))
 
     def get_schedule(self, schedule_id: str) -> Schedule | None:
         rows = self._rows("get_schedule", {"id": schedule_id})
@@ -346,24 +412,31 @@ class PostgresBackend:
         return bool(self._rows("delete_schedule", {"id": schedule_id}))
 
     def fire_schedules(self, now: datetime, limit: int, planner: Planner) -> list[Fired]:
-        """Lock the due schedules (others' tickers skip them), fire, advance: one transaction."""
-        fired: list[Fired] = []
-        with self._conn() as conn, conn.transaction():
-            for row in conn.execute(Q["due_schedules"], {"now": now, "limit": limit}).fetchall():
-                schedule = Schedule.from_row(row)
-                runs, plan = planner(schedule)
-                if plan.next_run_at is None:
-                    conn.execute(Q["disable_schedule"], {"id": schedule.id, "error": plan.error})
-                    fired.append((schedule, plan, 0))
-                    continue
-                created = sum(s.created for s in _submit(conn, runs, True)) if runs else 0
-                last = plan.fires[-1] if plan.fires else schedule.last_run_at
-                conn.execute(
-                    Q["advance_schedule"],
-                    {"id": schedule.id, "last_run_at": last, "next_run_at": plan.next_run_at},
-                )
-                fired.append((schedule, plan, created))
-        return fired
+        """Lock the due schedules (others' tickers skip them), fire, advance: one transaction
+        (run again whole if it was a deadlock victim: `planner` only computes)."""
+
+        def fire(conn: psycopg.Connection[Row]) -> list[Fired]:
+            fired: list[Fired] = []
+            with conn.transaction():
+                due = conn.execute(Q["due_schedules"], {"now": now, "limit": limit}).fetchall()
+                for row in due:
+                    schedule = Schedule.from_row(row)
+                    runs, plan = planner(schedule)
+                    if plan.next_run_at is None:
+                        error = {"id": schedule.id, "error": plan.error}
+                        conn.execute(Q["disable_schedule"], error)
+                        fired.append((schedule, plan, 0))
+                        continue
+                    created = sum(s.created for s in _submit(conn, runs, True)) if runs else 0
+                    last = plan.fires[-1] if plan.fires else schedule.last_run_at
+                    conn.execute(
+                        Q["advance_schedule"],
+                        {"id": schedule.id, "last_run_at": last, "next_run_at": plan.next_run_at},
+                    )
+                    fired.append((schedule, plan, created))
+            return fired
+
+        return self._retried(fire)
 
     def next_schedule_due(self) -> datetime | None:
         due: datetime | None = self._rows("next_schedule_due", {})[0]["due"]

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from .. import codec, queries
 from ..dsn import SqliteTarget
@@ -134,21 +134,21 @@ class SqliteBackend:
                 self._db.execute(f"BEGIN {mode}")
                 try:
                     yield self._db
+                    self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    # (after an I/O error or a full disk SQLite may have rolled back already)
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
                     raise
-                self._db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                if "no such table" in str(exc):
+            except sqlite3.Error as exc:
+                kind = failure_kind(exc)
+                if kind == "no_schema":
                     raise SchemaNotReady(
                         f"{exc} in {self.target.path!r}: run `swf-pool migrate up` "
                         "(or pass migrate=True)"
                     ) from None
-                raise DatabaseError(f"{self.description}: {exc}") from exc
-            except (sqlite3.IntegrityError, sqlite3.DataError) as exc:
-                raise DataRejected(f"{self.description}: {exc}") from exc
-            except sqlite3.Error as exc:
-                raise DatabaseError(f"{self.description}: {exc}") from exc
+                error = {"lost": ConnectError, "refused": DataRejected}.get(kind, DatabaseError)
+                raise error(f"{self.description}: {exc}") from exc
 
     def _rows(
         self, name: str, params: dict[str, Any], raw_json: bool = False
@@ -500,6 +500,28 @@ class SqliteBackend:
 
     def next_schedule_due(self) -> datetime | None:
         return parse_time(self._rows("next_schedule_due", {})[0]["due"])
+
+
+# What a failed statement means to us (see `failure_kind`).
+Failure = Literal["lost", "refused", "no_schema", "other"]
+_LOST_CODES = (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN)
+_REFUSED_CODES = (sqlite3.SQLITE_CONSTRAINT, sqlite3.SQLITE_TOOBIG, sqlite3.SQLITE_MISMATCH)
+
+
+def failure_kind(exc: sqlite3.Error) -> Failure:
+    """What an sqlite3 error means, by SQLite's result code. "lost": the file cannot be opened
+    or read (a disk I/O error, "unable to open"). "refused": a constraint failed, or a value
+    is over SQLite's limits ("string or blob too big"). "no_schema": a missing table. "other":
+    the rest, e.g. "database is locked" (only after the busy timeout) or a full disk."""
+    code = getattr(exc, "sqlite_errorcode", None)  # absent when raised by the sqlite3 module
+    primary = None if code is None else code & 0xFF  # the extended code's low byte
+    if primary in _LOST_CODES:
+        return "lost"
+    if primary in _REFUSED_CODES or isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError):
+        return "refused"
+    if "no such table" in str(exc):
+        return "no_schema"
+    return "other"
 
 
 def _submit(
