@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from .errors import ConfigError
 from .handlers import Registry, Run
 from .models import LeaseState
-from .worker import SKIPPED, STOP, Result, Slot, Task, child_main, execute
+from .worker import SKIPPED, STOP, Result, Slot, Task, child_main, execute, signals_held
 
 log = logging.getLogger("swf_pool.executors")
 
@@ -288,7 +288,8 @@ class _Child:
             args=(child_end, app, worker_id, self.slot.array, self.slot.lock, max_tasks),
             daemon=True,
         )
-        self.process.start()
+        with signals_held():  # SIGTERM to our process group is ours to handle, not the worker's
+            self.process.start()
         child_end.close()
         # our end never blocks: a worker busy in a long handler reads its pipe only later, and
         # what it cannot take yet waits in `outbuf` (written when the pipe has room again)
@@ -465,8 +466,8 @@ class ProcessExecutor:
                 self._post(child, ("lease", state.value))
         return results
 
-    def _reap(self, child: _Child) -> list[Result]:
-        """A process ended: account for its tasks and replace it (unless stopping)."""
+    def _reap(self, child: _Child, killed: bool = False) -> list[Result]:
+        """A process ended (or we `killed` it): settle its tasks, and replace it unless stopping."""
         results = self._receive(child)
         child.process.join()
         code = child.process.exitcode
@@ -481,10 +482,9 @@ class ProcessExecutor:
         self.selector.unregister(child.process.sentinel)
         child.conn.close()
         self.children.remove(child)
-        if code != 0:
-            log.warning(
-                "worker process %s exited (%s); replacing it", child.process.name, _death(code)
-            )
+        if code != 0 and not killed:
+            then = "" if self.stopping else "; replacing it"
+            log.warning("worker process %s exited (%s)%s", child.process.name, _death(code), then)
         if not self.stopping:
             self.restarts += code != 0
             self._spawn()
@@ -563,7 +563,7 @@ class ProcessExecutor:
                     f"(shutdown grace {grace:g}s)"
                 )
             _kill(child.process.pid)
-            results += self._reap(child)
+            results += self._reap(child, killed=True)
         self.selector.close()
         return results
 

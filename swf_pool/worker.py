@@ -193,6 +193,25 @@ class _ChildControl:
         return True
 
 
+# The coordinator's signals (a graceful stop, a second one aborts). Workers leave them to it: a
+# SIGTERM to the whole process group (systemd, `timeout`, container runtimes) must not kill
+# running handlers. The coordinator stops a worker with STOP or, when it must, SIGKILL.
+COORDINATOR_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Block the coordinator's signals in this thread while a worker process starts: the
+    process, and a forkserver started for it (which never unblocks them), inherit the mask, so
+    none dies of one before `child_main` ignores them (the stdlib's resource tracker does the
+    same, bpo-33613). What arrived meanwhile reaches the coordinator when they are unblocked."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, COORDINATOR_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _die_with_coordinator(conn: Connection) -> None:
     """Exit as soon as the coordinator is gone (its end of our pipe hangs up), even in the
     middle of a handler: the run's lease will expire and another worker will rescue it, so
@@ -219,7 +238,9 @@ def child_main(
     max_tasks: int | None,
 ) -> None:
     """The loop of one worker process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
+    for signum in COORDINATOR_SIGNALS:  # ignored, then unblocked: one sent meanwhile is dropped
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, COORDINATOR_SIGNALS)
     _die_with_coordinator(conn)
     try:
         registry = load_registry(app) if isinstance(app, str) else app
