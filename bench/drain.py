@@ -21,10 +21,12 @@ from typing import Any
 import psycopg
 
 from swf_pool import Client, Pool
-from swf_pool.coordinator import DEFAULT_BATCH_SIZE
 from swf_pool.dsn import PostgresTarget, parse_dsn
+from swf_pool.settings import default
 
 from .common import CpuUse, Progress, Scratch, fill, markdown, parser, quick, report
+
+DEFAULT_BATCH_SIZE = default("batch_size")
 
 CLAIM = """
 UPDATE workflow_run r SET status = 'leased', leased_by = 'ceiling', attempt = r.attempt + 1,

@@ -28,7 +28,7 @@ def main() -> None:
         pool = Pool(client, "bench.apps:registry", processes=2, poll_interval=30, log_interval=3600)
         thread = threading.Thread(target=pool.run, daemon=True)
         thread.start()
-        while pool.executor is None or pool.wanted:
+        while pool.executor is None or pool.claimer.wanted:
             time.sleep(0.05)  # until the pool is up and has found nothing to do
         time.sleep(0.5)
         sent: dict[str, tuple[float, float]] = {}  # id -> (submit called, submit returned)

@@ -13,9 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from swf_pool.coordinator import DEFAULT_BATCH_SIZE
+from swf_pool.settings import default
 
 from .common import RESULTS
+
+DEFAULT_BATCH_SIZE = default("batch_size")
 
 README = RESULTS.parent.parent / "README.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"

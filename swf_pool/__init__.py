@@ -1,7 +1,7 @@
 """swf-pool: a durable system of record for intent, with a multiprocessing worker pool."""
 
 from .client import Client
-from .coordinator import Pool, PoolStats
+from .coordinator import Pool
 from .errors import (
     ConfigError,
     ConnectError,
@@ -23,6 +23,7 @@ from .errors import (
 from .handlers import Registry, Run
 from .metrics import MetricsCollector, PrometheusMetrics
 from .models import Audit, Event, EventType, QueueStats, RunRecord, Status, Submitted, TypeStats
+from .poolstats import PoolStats
 from .retry import Exponential, Fixed, GoBackoff, NoRetry, RetryPolicy
 from .schedules import MissedPolicy, Schedule
 from .ticker import Ticker

@@ -17,20 +17,13 @@ from zoneinfo import ZoneInfo
 from . import argtypes, codec, migrate, ops_cli
 from .backends import open_backend
 from .client import Client
-from .coordinator import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_LOG_SECONDS,
-    DEFAULT_POLL_SECONDS,
-    DEFAULT_SHUTDOWN_GRACE_SECONDS,
-    DEFAULT_STATS_SECONDS,
-    EXECUTORS,
-    Pool,
-)
+from .coordinator import Pool
 from .errors import ConfigError, ScheduleNotFound, SwfError, ValidationError
 from .handlers import load_registry
 from .metrics import PrometheusMetrics
-from .models import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, Audit
+from .models import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY
 from .schedules import Schedule, upcoming
+from .settings import OPTIONS, Option
 from .ticker import TickerThread
 
 DEMO_DSN = "sqlite://demo.db"
@@ -72,6 +65,30 @@ def _option(
         required=required,
         default=from_env if from_env is not None else default,
         help=f"{text} ({shown}env SWF_{env})",
+    )
+
+
+def _pool_option(parser: argparse.ArgumentParser, option: Option) -> None:
+    """A pool setting as a flag: parsed by its converter, checked by its check."""
+
+    def parse(text: str) -> Any:
+        value = option.parse(text)
+        why = option.why_not(value)
+        if why is not None:
+            raise argparse.ArgumentTypeError(f"{why}, got {text!r}")
+        return value
+
+    parse.__name__ = getattr(option.parse, "__name__", "value")
+    assert option.flag is not None
+    from_env = os.environ.get(option.env)
+    shown = "" if option.default in (None, "", ()) else f"default {option.default}; "
+    parser.add_argument(
+        option.flag,
+        dest=option.name,
+        type=parse,
+        choices=option.choices,
+        default=from_env if from_env is not None else option.default,  # argparse parses it
+        help=f"{option.help} ({shown}env {option.env})",
     )
 
 
@@ -141,117 +158,9 @@ def _add_run(commands: Any) -> None:
     )
     _add_dsn(run)
     _option(run, "--app", "APP", str, None, "handlers to serve, as package.module:registry")
-    cores = os.cpu_count() or 1
-    _option(
-        run,
-        "--processes",
-        "PROCESSES",
-        argtypes.positive_int,
-        cores,
-        "worker processes (or threads)",
-    )
-    _option(
-        run,
-        "--executor",
-        "EXECUTOR",
-        str,
-        "process",
-        "process (CPU-bound handlers), thread (I/O-bound) or inline (debugging)",
-        choices=list(EXECUTORS),
-    )
-    _option(
-        run,
-        "--batch-size",
-        "BATCH_SIZE",
-        argtypes.positive_int,
-        DEFAULT_BATCH_SIZE,
-        "most runs claimed by one statement",
-    )
-    _option(
-        run,
-        "--prefetch",
-        "PREFETCH",
-        argtypes.non_negative_int,
-        None,
-        "runs claimed beyond the free workers, ready to start (default: follows how long "
-        "runs take, from --processes for long runs, which other pools may then take, to "
-        "twice --batch-size for short ones)",
-    )
-    _option(
-        run,
-        "--lease",
-        "LEASE",
-        argtypes.positive_float,
-        DEFAULT_LEASE_SECONDS,
-        "lease in seconds; renewed every lease/3 for every run in flight",
-    )
-    _option(
-        run,
-        "--poll-interval",
-        "POLL_INTERVAL",
-        argtypes.positive_float,
-        DEFAULT_POLL_SECONDS,
-        "seconds between polls when idle (PostgreSQL also wakes on NOTIFY)",
-    )
-    _option(
-        run,
-        "--types",
-        "TYPES",
-        argtypes.csv,
-        "",
-        "serve only these types, comma-separated (default: every type with a handler)",
-    )
-    _option(
-        run,
-        "--prefixes",
-        "PREFIXES",
-        argtypes.csv,
-        "",
-        "claim types by LIKE prefix instead, e.g. 'billing.%%'",
-    )
-    _option(run, "--worker-id", "WORKER_ID", str, None, "worker id (default hostname-pid)")
-    _option(
-        run,
-        "--timeout",
-        "TIMEOUT",
-        argtypes.positive_float,
-        None,
-        "seconds a run may take before its process is killed (default: none; handlers "
-        "can set their own)",
-    )
-    _option(
-        run,
-        "--max-tasks-per-child",
-        "MAX_TASKS_PER_CHILD",
-        argtypes.positive_int,
-        None,
-        "replace a worker process after this many runs (default: never)",
-    )
-    _option(
-        run,
-        "--shutdown-grace",
-        "SHUTDOWN_GRACE",
-        argtypes.non_negative_float,
-        DEFAULT_SHUTDOWN_GRACE_SECONDS,
-        "seconds running runs get to finish on shutdown",
-    )
-    _option(
-        run,
-        "--audit",
-        "AUDIT",
-        str,
-        Audit.FULL.value,
-        "event trail: full, or failures (only what goes wrong)",
-        choices=[a.value for a in Audit],
-    )
-    _option(
-        run,
-        "--log-interval",
-        "LOG_INTERVAL",
-        argtypes.positive_float,
-        DEFAULT_LOG_SECONDS,
-        "seconds between progress lines",
-    )
+    for option in OPTIONS:
+        if option.flag is not None:
+            _pool_option(run, option)
     _option(
         run,
         "--metrics-port",
@@ -267,23 +176,6 @@ def _add_run(commands: Any) -> None:
         str,
         "127.0.0.1",
         "address for --metrics-port (0.0.0.0 for every interface)",
-    )
-    _option(
-        run,
-        "--stats-interval",
-        "STATS_INTERVAL",
-        argtypes.positive_float,
-        DEFAULT_STATS_SECONDS,
-        "seconds between queue depth/lag queries for the metrics",
-    )
-    _option(
-        run,
-        "--prune-older-than",
-        "PRUNE_OLDER_THAN",
-        argtypes.parse_duration,
-        None,
-        "also delete succeeded and cancelled runs older than this, every 10 minutes "
-        "(e.g. 30d; default: keep everything)",
     )
     run.add_argument("--drain", action="store_true", help="exit once no runnable run is left")
     _switches(run, "also run the schedule ticker")
@@ -456,27 +348,13 @@ def _run(args: argparse.Namespace) -> None:
 def _serve_pool(
     args: argparse.Namespace, client: Client, metrics: PrometheusMetrics | None
 ) -> None:
+    settings = {o.name: getattr(args, o.name) for o in OPTIONS if o.flag is not None}
     pool = Pool(
         client,
         args.app,
-        processes=args.processes,
-        executor=args.executor,
-        worker_id=args.worker_id,
-        types=args.types or None,
-        prefixes=args.prefixes,
-        batch_size=args.batch_size,
-        prefetch=args.prefetch,
-        lease_seconds=args.lease,
-        poll_interval=args.poll_interval,
-        timeout=args.timeout,
-        max_tasks_per_child=args.max_tasks_per_child,
-        shutdown_grace=args.shutdown_grace,
-        audit=args.audit,
-        log_interval=args.log_interval,
-        schedules=args.schedules,
         metrics=metrics,
-        stats_interval=args.stats_interval,
-        prune_older_than=args.prune_older_than,
+        schedules=args.schedules,
+        **{**settings, "types": args.types or None},
     )
     signals = []
 

@@ -82,6 +82,36 @@ class Executor(Protocol):
         """Stop at once, after an error: nothing may outlive the pool."""
         ...
 
+    def kill_all(self) -> None:
+        """Kill the workers now, without waiting (safe in a signal handler)."""
+        ...
+
+    def hold(self, per_process: int) -> None:
+        """How many tasks one worker may hold: the one it runs and those queued for it."""
+        ...
+
+
+def make_executor(
+    kind: str,
+    app: Registry | str,
+    registry: Registry,
+    control: Control,
+    waker: Waker,
+    processes: int,
+    per_process: int,
+    max_tasks_per_child: int | None,
+    start_method: str | None,
+) -> Executor:
+    """The executor of `kind` (`process`, `thread` or `inline`); `app` is what worker
+    processes import (the registry itself, or its `module:attr` name)."""
+    if kind == "inline":
+        return InlineExecutor(registry, control, waker)
+    if kind == "thread":
+        return ThreadExecutor(registry, control, waker, processes)
+    return ProcessExecutor(
+        app, control, waker, processes, per_process, max_tasks_per_child, start_method
+    )
+
 
 class Waker:
     """A self-pipe: other threads wake the coordinator out of `wait()`."""
@@ -182,6 +212,12 @@ class InlineExecutor:
     def terminate(self) -> None:
         self.queue.clear()
 
+    def kill_all(self) -> None:
+        pass  # nothing runs elsewhere
+
+    def hold(self, per_process: int) -> None:
+        pass  # one at a time
+
 
 class ThreadExecutor:
     """A pool of threads in the coordinator's process, for I/O-bound handlers."""
@@ -272,6 +308,12 @@ class ThreadExecutor:
         self.take_unstarted()
         for _ in self.threads:
             self.tasks.put(None)
+
+    def kill_all(self) -> None:
+        pass  # threads die with the process
+
+    def hold(self, per_process: int) -> None:
+        pass  # each thread takes a task when it is free
 
 
 class _Child:
@@ -537,6 +579,9 @@ class ProcessExecutor:
         for child in self.children:
             child.process.join()
         self.selector.close()
+
+    def hold(self, per_process: int) -> None:
+        self.per_process = per_process
 
     def kill_all(self) -> None:
         """SIGKILL every worker process still running, without waiting (safe in a signal

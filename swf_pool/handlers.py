@@ -116,6 +116,27 @@ class Registry:
     def handlers(self) -> list[Handler]:
         return list(self._handlers.values())
 
+    def retry_policy(self, type: str) -> RetryPolicy:
+        handler = self._handlers.get(type)
+        return handler.retry if handler else DEFAULT_POLICY
+
+    def timeout(self, type: str, default: float | None) -> float | None:
+        """Seconds a run of `type` may take: its handler's timeout, else `default`."""
+        handler = self._handlers.get(type)
+        return (handler.timeout if handler else None) or default
+
+    def served(self, types: Iterable[str] | None, by_prefix: bool) -> list[str]:
+        """The types a pool claims: `types` (each must have a handler), or all of them. By
+        prefix, only `types` (the prefixes say the rest)."""
+        if by_prefix:
+            return list(types or [])
+        if types is None:
+            return self.types
+        unknown = sorted(set(types) - set(self._handlers))
+        if unknown:
+            raise ConfigError(f"no handler for the requested type(s): {', '.join(unknown)}")
+        return list(types)
+
 
 def like_patterns(prefixes: Iterable[str]) -> list[str]:
     """LIKE patterns for type prefixes: `billing.%` or `billing.` both mean "starts with".

@@ -17,7 +17,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import start_http_server
 
-from .models import QueueStats
+from .models import QueueStats, Status
 
 # the Go library's buckets for execution time
 DURATION_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300)
@@ -70,6 +70,17 @@ class MetricsCollector:
 
     def record_queue_stats(self, stats: QueueStats) -> None:
         """The periodic queue view: depth per type and status, lag, table bloat."""
+
+    def record_outcome(
+        self, workflow_type: str, worker_id: str, attempt: int, status: Status, duration: float
+    ) -> None:
+        """An attempt's outcome was stored: `succeeded`, `pending` (a retry) or `failed`."""
+        if status is not Status.SUCCEEDED:
+            self.record_failed_attempt(workflow_type, worker_id, attempt)
+        if status is not Status.PENDING:
+            self.record_intent_completed(workflow_type, worker_id, status.value, duration)
+        if status is Status.FAILED:
+            self.record_intent_deadletter(workflow_type, worker_id)
 
 
 class PrometheusMetrics(MetricsCollector):

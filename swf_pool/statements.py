@@ -1,12 +1,17 @@
-"""The statement thread: runs the coordinator's claims and flushes off its loop.
+"""Statement threads: run the coordinator's claims and flushes off its loop, several at once.
 
-While one of them waits on the database, the coordinator keeps receiving results and feeding
+While statements wait on the database, the coordinator keeps receiving results and feeding
 workers (psycopg releases the GIL while it waits), so the database and the workers are busy
-at the same time instead of taking turns. Jobs run one at a time, in order.
+at the same time instead of taking turns. Each thread takes a pooled connection per
+statement, so `threads` statements can be in flight at once: enough of them hide the round
+trip and the commit of each, which is what bounds one pool on a remote or many-core database.
+
+`Backoff` is the pause both kinds share after the database failed them.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections import deque
@@ -14,7 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+log = logging.getLogger("swf_pool.pool")
+
 CLOSE_SECONDS = 60.0
+BACKOFF_MAX_SECONDS = 5.0
 
 
 @dataclass
@@ -26,19 +34,19 @@ class Done:
     error: BaseException | None = None
 
 
-class StatementThread:
-    def __init__(self, wake: Callable[[], None], name: str, start: bool = True) -> None:
+class StatementThreads:
+    """`threads` threads that run the jobs given to `submit`, each as soon as one is free."""
+
+    def __init__(self, wake: Callable[[], None], name: str, threads: int = 1) -> None:
         self._wake = wake
         self._jobs: queue.SimpleQueue[tuple[str, Callable[[], Any]] | None] = queue.SimpleQueue()
         self._done: deque[Done] = deque()
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        if start:
-            self._thread.start()
-
-    @classmethod
-    def idle(cls) -> StatementThread:
-        """A placeholder that runs nothing (before the pool starts)."""
-        return cls(lambda: None, "swf-idle", start=False)
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, kind: str, job: Callable[[], Any]) -> None:
         self._jobs.put((kind, job))
@@ -51,10 +59,11 @@ class StatementThread:
 
     def close(self) -> list[Done]:
         """Finish the queued jobs, stop, and return what completed."""
-        if self._thread.is_alive():
+        for _ in self._threads:
             self._jobs.put(None)
+        for thread in self._threads:
             # bounded: connections have timeouts and keepalives, so this is a last resort
-            self._thread.join(CLOSE_SECONDS)
+            thread.join(CLOSE_SECONDS)
         return self.completed()
 
     def _loop(self) -> None:
@@ -65,3 +74,22 @@ class StatementThread:
             except BaseException as exc:  # handed to the coordinator, which decides
                 self._done.append(Done(kind, error=exc))
             self._wake()
+
+
+class Backoff:
+    """After a failed statement: no claim or flush before `until` (monotonic seconds), the
+    pause doubling from 0.1 s to 5 s while failures go on."""
+
+    def __init__(self, on_failure: Callable[[BaseException], None]) -> None:
+        self.seconds = 0.0
+        self.until = 0.0
+        self.on_failure = on_failure
+
+    def failed(self, what: str, exc: BaseException, now: float) -> None:
+        self.on_failure(exc)
+        self.seconds = min(max(self.seconds * 2, 0.1), BACKOFF_MAX_SECONDS)
+        self.until = now + self.seconds
+        log.warning("%s failed (retrying in %.1fs): %s", what, self.seconds, exc)
+
+    def succeeded(self) -> None:
+        self.seconds = 0.0

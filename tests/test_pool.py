@@ -117,12 +117,12 @@ def test_without_a_prefetch_short_runs_come_in_big_claims_and_long_ones_do_not(
     short = Pool(client, APP, processes=2, batch_size=100)
     stats = short.drain()
     assert stats.succeeded == 1000
-    assert short.prefetch == 200  # twice the batch: as many as a claim may bring
+    assert short.prefetch.value == 200  # twice the batch: as many as a claim may bring
     assert stats.claims < 100  # with the default of one per process: one claim per 3 runs
     client.submit_many({"type": "t.nap", "payload": 0.2} for _ in range(6))
     long = Pool(client, APP, processes=2, batch_size=100)
     assert long.drain().succeeded == 6
-    assert long.prefetch == 2  # no more than the workers: other pools may take the rest
+    assert long.prefetch.value == 2  # no more than the workers: other pools may take the rest
 
 
 def test_cancel_reaches_a_running_worker_process(client: Client) -> None:
@@ -311,7 +311,8 @@ def test_the_pool_survives_terminated_connections(postgres_dsn: str) -> None:
             )
         thread.join(120)
         assert done, "the pool did not finish"
-        assert statuses(client, ids) == [Status.SUCCEEDED] * 2000
+    with Client(postgres_dsn) as fresh:  # the shared one's idle connections were terminated
+        assert statuses(fresh, ids) == [Status.SUCCEEDED] * 2000
 
 
 def test_error_text_a_database_would_refuse_is_stored_cleaned(client: Client) -> None:
@@ -414,13 +415,11 @@ def test_cancelling_a_queued_run_does_not_hide_the_running_ones_cancel(
 def test_a_notify_during_an_idle_claim_is_not_lost(client: Client) -> None:
     """The NOTIFY for a run committed just after the claim's snapshot arrives while the
     claim is under way: the pool claims again at once instead of waiting out the poll."""
-    pool = Pool(client, APP, executor="inline", poll_interval=60)
-    pool.claiming = 1
-    pool.wants_at_claim = pool.wants
-    pool._notified()  # arrives mid-claim
-    pool._claimed(([], None, 0.0), None, now=0.0)
-    assert pool.wanted and pool.next_poll == 0.0
-    pool.claiming = 1
-    pool.wants_at_claim = pool.wants
-    pool._claimed(([], None, 0.0), None, now=0.0)  # no NOTIFY this time: idle until the poll
-    assert not pool.wanted and pool.next_poll == 60.0
+    claimer = Pool(client, APP, executor="inline", poll_interval=60).claimer
+    claim_id, _ = claimer._begin(room=10)
+    claimer.want()  # arrives mid-claim
+    claimer._claimed((claim_id, [], 0.0), now=0.0)
+    assert claimer.wanted and claimer.next_poll == 0.0
+    claim_id, _ = claimer._begin(room=10)
+    claimer._claimed((claim_id, [], 0.0), now=0.0)  # no NOTIFY this time: idle until the poll
+    assert not claimer.wanted and claimer.next_poll == 60.0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..dsn import PostgresTarget, Target, parse_dsn
 from ..migrate import Migration
@@ -28,6 +28,9 @@ from ..models import (
 )
 from ..schedules import FirePlan, Schedule
 
+if TYPE_CHECKING:
+    from ..listener import Listener
+
 # A ticker's decision for one due schedule: the runs to create and what happens next.
 Planner = Callable[[Schedule], tuple[list[NewRun], FirePlan]]
 Fired = tuple[Schedule, FirePlan, int]  # the schedule, its plan, how many runs were created
@@ -38,6 +41,19 @@ class Backend(Protocol):
     description: str  # where it points, without secrets
 
     def close(self) -> None: ...
+
+    # a pool's statements
+    def statements_at_once(self) -> int:
+        """How many statements this backend runs at once (SQLite: one writer)."""
+        ...
+
+    def reserve_connections(self, count: int) -> None:
+        """Make room for `count` statements at once (a pool sizes its connections)."""
+        ...
+
+    def listener(self, on_notify: Callable[[], None]) -> Listener | None:
+        """A thread that calls `on_notify` when runs are inserted (None: polling only)."""
+        ...
 
     # migrations
     def applied_versions(self) -> list[int]: ...

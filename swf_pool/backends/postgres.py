@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from weakref import WeakKeyDictionary
 
 import orjson
@@ -39,12 +39,16 @@ from ..models import (
 from ..schedules import Schedule
 from . import Fired, Planner, lease_state
 
+if TYPE_CHECKING:
+    from ..listener import Listener
+
 Q = queries.load("postgres")
 CONNECT_TIMEOUT_SECONDS = 10.0
 IDLE_CHECK_SECONDS = 1.0  # a connection unused this long is checked before it is handed out
 CHECKOUT_TIMEOUT_SECONDS = 5.0  # while the server is away, fail fast and let callers back off
 TRANSIENT_TRIES = 4  # a statement rolled back as a deadlock victim is run again, up to this
 TRANSIENT_PAUSE_SECONDS = 0.02  # before the next try: up to this, times the tries so far
+MAX_CONNECTIONS = 64  # one pool's statements at once, at the most
 Row = dict[str, Any]
 T = TypeVar("T")
 
@@ -165,6 +169,19 @@ class PostgresBackend:
 
     def close(self) -> None:
         self._pool.close()
+
+    def statements_at_once(self) -> int:
+        return MAX_CONNECTIONS
+
+    def reserve_connections(self, count: int) -> None:
+        count = min(count, MAX_CONNECTIONS)
+        if count > self._pool.max_size:
+            self._pool.resize(self._pool.min_size, count)
+
+    def listener(self, on_notify: Callable[[], None]) -> Listener:
+        from ..listener import Listener
+
+        return Listener(self.target, notify_channel(self.target.schema), on_notify)
 
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[Row]]:

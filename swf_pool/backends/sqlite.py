@@ -10,7 +10,7 @@ import logging
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -126,6 +126,15 @@ class SqliteBackend:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def statements_at_once(self) -> int:
+        return 1  # one connection, one writer
+
+    def reserve_connections(self, count: int) -> None:
+        pass
+
+    def listener(self, on_notify: Callable[[], None]) -> None:
+        return None  # no NOTIFY: pools poll
 
     @contextmanager
     def _tx(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:

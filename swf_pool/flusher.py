@@ -1,0 +1,256 @@
+"""The flusher: finished attempts wait in a buffer, then go to the database in fenced flushes.
+
+A flush is one statement that stores a batch of outcomes with their events (and the `started`
+events of attempts still running), applied only where this worker still holds the lease.
+It starts when the buffer holds a batch, when its oldest outcome has waited `flush_interval`,
+or when nothing else is running. While flushes are under way, another starts for each further
+batch that fills up, on its own connection, up to `most_at_once`: outcomes never queue behind
+one commit. A flush the database refuses for its data is retried one outcome at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable
+from typing import NamedTuple
+
+from . import codec
+from .backends import Backend
+from .errors import DatabaseError, DataRejected
+from .ledger import Ledger
+from .models import Audit, Lease, Outcome, Started, Status
+from .poolstats import PoolStats
+from .settings import PoolSettings
+from .statements import Backoff, Done, StatementThreads
+
+log = logging.getLogger("swf_pool.pool")
+
+FLUSH = "flush"
+Measure = Callable[[int, Status | None], None]  # seq, stored status (None: not stored)
+
+
+class _Flush(NamedTuple):
+    outcomes: dict[int, Outcome]
+    started: list[Started]
+
+
+class Stored(NamedTuple):
+    """What a flush stored: `applied` leases, of which `refused` were stored as failures."""
+
+    applied: set[Lease]
+    refused: set[Lease]
+
+
+class Flusher:
+    def __init__(
+        self,
+        backend: Backend,
+        worker_id: str,
+        settings: PoolSettings,
+        *,
+        ledger: Ledger,
+        stats: PoolStats,
+        retry_due: Callable[[], None],
+        measure: Measure | None,
+        on_error: Callable[[BaseException], None],
+    ) -> None:
+        self.backend = backend
+        self.worker_id = worker_id
+        self.audit_full = settings.audit == Audit.FULL  # `started` events only then
+        self.batch_size = settings.batch_size
+        self.flush_interval = settings.flush_interval
+        self.most_at_once = 1  # flushes in flight at once; set when the pool starts
+        self.ledger = ledger
+        self.stats = stats
+        self.retry_due = retry_due
+        self.measure = measure
+        self.backoff = Backoff(on_error)
+        self.threads: StatementThreads | None = None  # while the pool runs
+        self.buffered: dict[int, Outcome] = {}
+        self.oldest = 0.0  # when the oldest buffered outcome came
+        self.started: list[Started] = []  # of attempts still running, for the next flush
+        self.marked: set[int] = set()  # seqs whose `started` event was sent while running
+        self.isolate = False  # the last flush failed on its data: flush one by one
+        self._flushes: dict[int, _Flush] = {}  # under way
+        self._ids = itertools.count()
+
+    def add(self, seq: int, outcome: Outcome, now: float) -> None:
+        if not self.buffered:
+            self.oldest = now
+        self.buffered[seq] = outcome
+
+    def holds(self, seq: int) -> bool:
+        return seq in self.buffered or any(seq in f.outcomes for f in self._flushes.values())
+
+    def held(self) -> int:
+        """Outcomes not stored yet."""
+        return len(self.buffered) + sum(len(f.outcomes) for f in self._flushes.values())
+
+    def busy(self) -> bool:
+        return bool(self._flushes)
+
+    def due(self, now: float, running: int) -> bool:
+        if not self.buffered or len(self._flushes) >= self.most_at_once:
+            return False
+        if now < self.backoff.until:
+            return False
+        if len(self.buffered) >= self.batch_size:
+            return True
+        return not self._flushes and (now - self.oldest >= self.flush_interval or not running)
+
+    def deadline(self) -> float | None:
+        if not self.buffered or self._flushes:
+            return None  # a flush under way wakes us when it is done
+        return max(self.oldest + self.flush_interval, self.backoff.until)
+
+    def mark_started(self, seq: int, started: Started) -> None:
+        """An attempt that is still running: its `started` event goes with the next flush."""
+        if self.audit_full and seq not in self.marked and not self.holds(seq):
+            self.marked.add(seq)
+            self.started.append(started)
+
+    def start(self) -> None:
+        """Move the buffer into a flush, run on a statement thread."""
+        flush_id, job = self._take()
+        assert self.threads is not None
+        self.threads.submit(FLUSH, lambda: (flush_id, _run(job)))
+
+    def flush_now(self, now: float) -> None:
+        """Flush synchronously (at shutdown)."""
+        flush_id, job = self._take()
+        self._done(flush_id, _run(job), now)
+
+    def _take(self) -> tuple[int, Callable[[], Stored]]:
+        flush_id = next(self._ids)
+        flush = self._flushes[flush_id] = _Flush(self.buffered, self.started)
+        self.buffered, self.started = {}, []
+        outcomes = list(flush.outcomes.values())
+        backend, worker_id, audit_full = self.backend, self.worker_id, self.audit_full
+        if self.isolate:
+            self.isolate = False
+            return flush_id, lambda: _one_by_one(
+                backend, worker_id, outcomes, flush.started, audit_full
+            )
+        return flush_id, lambda: Stored(
+            backend.complete(worker_id, outcomes, flush.started, audit_full), set()
+        )
+
+    def completed(self, done: Done, now: float) -> None:
+        flush_id, value = done.value
+        self._done(flush_id, value, now)
+
+    def _done(self, flush_id: int, value: Stored | DatabaseError, now: float) -> None:
+        flush = self._flushes.pop(flush_id)
+        if isinstance(value, DatabaseError):
+            outcomes = flush.outcomes
+            if isinstance(value, _Interrupted):  # what was stored before is done with
+                applied = value.stored.applied
+                self._account({s: o for s, o in outcomes.items() if o[:2] in applied}, value.stored)
+                outcomes = {s: o for s, o in outcomes.items() if o[:2] not in applied}
+            # put the rest back, to be tried again
+            self.buffered = {**outcomes, **self.buffered}
+            self.started = flush.started + self.started
+            # the server refused the data (or the connection broke while we looked for what it
+            # refused): one statement per outcome next time
+            self.isolate = isinstance(value, DataRejected | _Interrupted)
+            self.stats.db_errors += 1
+            self.backoff.failed("flush", value, now)
+            return
+        self.backoff.succeeded()
+        self.stats.flushes += 1
+        self._account(flush.outcomes, value)
+
+    def _account(self, flushed: dict[int, Outcome], stored: Stored) -> None:
+        """Count and forget the outcomes of a flush: `applied` were stored, the others were
+        fenced out (the lease was no longer held)."""
+        stats, measure = self.stats, self.measure
+        applied, refused = stored
+        retried = False
+        for seq, outcome in flushed.items():
+            lease = outcome[:2]  # (id, attempt), equal to its Lease
+            if measure is not None:
+                status = Status.FAILED if lease in refused else outcome.status
+                measure(seq, status if lease in applied else None)
+            if lease in refused:
+                stats.failed += 1
+            elif lease not in applied:
+                stats.discarded += 1
+                log.info(
+                    "discarded the outcome of %s attempt %d: lease no longer held "
+                    "(cancelled or expired)",
+                    outcome.id,
+                    outcome.attempt,
+                )
+            elif outcome.status is Status.SUCCEEDED:
+                stats.succeeded += 1
+            elif outcome.status is Status.PENDING:
+                stats.retried += 1
+                retried = True
+            else:
+                stats.failed += 1
+        self.ledger.forget(flushed)
+        self.marked.difference_update(flushed)
+        if retried:
+            self.retry_due()  # the retry may be due already
+
+    def forget(self, seq: int) -> None:
+        """A task that ends without an outcome (discarded, released)."""
+        self.marked.discard(seq)
+
+
+def _one_by_one(
+    backend: Backend,
+    worker_id: str,
+    outcomes: list[Outcome],
+    started: list[Started],
+    audit_full: bool,
+) -> Stored:
+    """After a flush the server refused for its data: one statement per outcome, so that one
+    bad outcome cannot hold back the others. An outcome still refused is stored as a failure
+    that says why (and counted as refused); if even that is refused, its lease expires and
+    the run is retried. Losing the database part way raises `_Interrupted`, with what was
+    stored before."""
+    with contextlib.suppress(DataRejected):  # `started` events are only audit
+        backend.complete(worker_id, [], started, audit_full)
+        started.clear()  # stored (the caller puts back what is left if the rest is interrupted)
+    stored = Stored(set(), set())
+    try:
+        for outcome in outcomes:
+            try:
+                stored.applied.update(backend.complete(worker_id, [outcome], [], audit_full))
+                continue
+            except DataRejected as exc:
+                log.error("the database refused the outcome of %s: %s", outcome.id, exc)
+                text = f"OutcomeRefused: the database refused this outcome: {exc}"
+            failure = Outcome(
+                outcome.id,
+                outcome.attempt,
+                Status.FAILED,
+                error=codec.clean_text(text),
+                started=outcome.started,
+            )
+            with contextlib.suppress(DataRejected):
+                applied = backend.complete(worker_id, [failure], [], audit_full)
+                stored.applied.update(applied)
+                stored.refused.update(applied)
+    except DatabaseError as exc:
+        raise _Interrupted(exc, stored) from exc
+    return stored
+
+
+class _Interrupted(DatabaseError):
+    """A flush of one statement per outcome lost the database part way: `stored` were
+    stored before, the rest are to be flushed again."""
+
+    def __init__(self, cause: DatabaseError, stored: Stored) -> None:
+        super().__init__(str(cause))
+        self.stored = stored
+
+
+def _run(job: Callable[[], Stored]) -> Stored | DatabaseError:
+    try:
+        return job()
+    except DatabaseError as exc:
+        return exc
