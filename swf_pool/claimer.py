@@ -77,6 +77,7 @@ class Claimer:
         self.wants = 0  # counts `want` calls
         self.next_poll = 0.0
         self._claims: dict[int, _Claim] = {}  # under way
+        self._asking_due = False  # when the next delayed run is due: asked, no answer yet
         self._ids = itertools.count()
 
     # -- deciding -----------------------------------------------------------------------------
@@ -86,7 +87,7 @@ class Claimer:
         return sum(claim.limit for claim in self._claims.values())
 
     def busy(self) -> bool:
-        return bool(self._claims)
+        return bool(self._claims) or self._asking_due
 
     def threshold(self, capacity: int) -> int:
         """The smallest claim worth a statement."""
@@ -186,9 +187,10 @@ class Claimer:
 
     def _ask_due(self) -> None:
         """Learn, off the claim's path, when the earliest delayed run of ours is due."""
-        if self.threads is None:
+        if self.threads is None or self._asking_due:
             return
         r = self.request
+        self._asking_due = True
         self.threads.submit(DUE, lambda: self._due_job(r.types, r.prefixes))
 
     def _due_job(self, types: Sequence[str], prefixes: Sequence[str]) -> datetime | None:
@@ -198,11 +200,14 @@ class Claimer:
             return None  # the next poll comes anyway
 
     def _learned_due(self, due: datetime | None) -> None:
+        self._asking_due = False
         if due is None:
             return
         wait = (due - datetime.now(UTC)).total_seconds()
         with self._lock:  # wake for it if it comes before the next poll
             self.next_poll = min(self.next_poll, time.monotonic() + max(0.0, wait) + 0.001)
+            if wait <= 0:
+                self.wanted = True  # due already: a claim raced with it, or skipped it
 
     def _measure(self, batch: list[Claimed], seconds: float) -> None:
         metrics, worker_id = self.metrics, self.request.worker_id
