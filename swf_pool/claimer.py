@@ -95,17 +95,21 @@ class Claimer:
 
     def due(self, room: int, capacity: int, now: float) -> bool:
         """Whether to claim now, with `room` runs free of `capacity`."""
-        return (
-            len(self._claims) < self.most_at_once
-            and room - self.asked() >= self.threshold(capacity)
-            and now >= max(self.next_poll, self.backoff.until)
-        )
+        return self._room_for_one(room, capacity) and now >= max(self.next_poll, self.backoff.until)
 
     def deadline(self, room: int, capacity: int) -> float | None:
         """When a claim may become due by itself (a poll, the end of a backoff)."""
-        if len(self._claims) >= self.most_at_once or room - self.asked() < self.threshold(capacity):
+        if not self._room_for_one(room, capacity):
             return None  # a claim or a result under way wakes us
         return max(self.next_poll, self.backoff.until)
+
+    def _room_for_one(self, room: int, capacity: int) -> bool:
+        """A claim is worth a statement for half a batch (or half the capacity); one beside
+        those under way, only for a whole batch (fewer, bigger claims cost the database less)."""
+        if len(self._claims) >= self.most_at_once:
+            return False
+        free = room - self.asked()
+        return free >= (self.batch_size if self._claims else self.threshold(capacity))
 
     def want(self) -> None:
         """There may be runnable runs: claim as soon as there is room (unless backing off)."""

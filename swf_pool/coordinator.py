@@ -145,6 +145,7 @@ class Pool:
             # `run.heartbeat()` need theirs too
             self.backend.reserve_connections(2 * at_once + 2)
             self.claimer.most_at_once = self.flusher.most_at_once = at_once
+            self.prefetch.claims_at_once = at_once
             self.claimer.threads = StatementThreads(waker.wake, "swf-claims", at_once)
             self.flusher.threads = StatementThreads(waker.wake, "swf-flushes", at_once)
             stack.enter_context(self.leases.heartbeat(s.lease_seconds, s.heartbeat_interval))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -74,6 +75,7 @@ class Flusher:
         self.marked: set[int] = set()  # seqs whose `started` event was sent while running
         self.isolate = False  # the last flush failed on its data: flush one by one
         self._flushes: dict[int, _Flush] = {}  # under way
+        self._latest = 0.0  # when the latest flush started
         self._ids = itertools.count()
 
     def add(self, seq: int, outcome: Outcome, now: float) -> None:
@@ -92,18 +94,30 @@ class Flusher:
         return bool(self._flushes)
 
     def due(self, now: float, running: int) -> bool:
-        if not self.buffered or len(self._flushes) >= self.most_at_once:
+        if not self.buffered or now < self.backoff.until:
             return False
-        if now < self.backoff.until:
-            return False
-        if len(self.buffered) >= self.batch_size:
-            return True
-        return not self._flushes and (now - self.oldest >= self.flush_interval or not running)
+        if not self._flushes:
+            return (
+                len(self.buffered) >= self.batch_size
+                or now - self.oldest >= self.flush_interval
+                or not running
+            )
+        return self._another() and now >= self._latest + self.flush_interval
+
+    def _another(self) -> bool:
+        """Whether a flush may start beside those under way: for a full batch, once the latest
+        has taken longer than `flush_interval` (a slow commit, a far database). Sooner, one
+        bigger flush after it costs the database less than two."""
+        return len(self._flushes) < self.most_at_once and len(self.buffered) >= self.batch_size
 
     def deadline(self) -> float | None:
-        if not self.buffered or self._flushes:
-            return None  # a flush under way wakes us when it is done
-        return max(self.oldest + self.flush_interval, self.backoff.until)
+        if not self.buffered:
+            return None
+        if not self._flushes:
+            return max(self.oldest + self.flush_interval, self.backoff.until)
+        if self._another():
+            return max(self._latest + self.flush_interval, self.backoff.until)
+        return None  # a flush under way wakes us when it is done
 
     def mark_started(self, seq: int, started: Started) -> None:
         """An attempt that is still running: its `started` event goes with the next flush."""
@@ -124,6 +138,7 @@ class Flusher:
 
     def _take(self) -> tuple[int, Callable[[], Stored]]:
         flush_id = next(self._ids)
+        self._latest = time.monotonic()
         flush = self._flushes[flush_id] = _Flush(self.buffered, self.started)
         self.buffered, self.started = {}, []
         outcomes = list(flush.outcomes.values())

@@ -2,7 +2,8 @@
 
 Fixed when the user sets it. Otherwise it follows how long runs take: enough to keep the
 workers busy through two claims at the rate runs finish, from one per worker (long runs stay in
-the table, for other pools to take) to twice the batch (short runs come in big claims).
+the table, for other pools to take) to a batch more than the claims that may be in flight
+(short runs come in big claims, several at once where the round trip is long).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ class Prefetch:
         self.batch_size = batch_size
         self.adaptive = fixed is None
         self.value = processes if fixed is None else fixed
+        self.claims_at_once = 1  # the most claims in flight (set when the pool starts)
         self.run_seconds: float | None = None  # moving averages
         self.claim_seconds: float | None = None
 
@@ -37,7 +39,7 @@ class Prefetch:
             return False
         rate = self.processes / max(self.run_seconds, 1e-6)
         wanted = math.ceil(2 * self.claim_seconds * rate)
-        value = max(self.processes, min(wanted, 2 * self.batch_size))
+        value = max(self.processes, min(wanted, (1 + self.claims_at_once) * self.batch_size))
         changed, self.value = value != self.value, value
         return changed
 
