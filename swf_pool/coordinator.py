@@ -23,12 +23,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import ExitStack
-from datetime import UTC, datetime
 from typing import Any
 
 from .backends import Backend
 from .claimer import Claimer, Request
 from .client import Client
+from .companions import companions
 from .errors import DatabaseError
 from .executors import Executor, Waker, make_executor
 from .flusher import Flusher
@@ -36,22 +36,17 @@ from .handlers import Registry, like_patterns, load_registry
 from .leases import LeaseKeeper
 from .ledger import Ledger
 from .metrics import MetricsCollector
-from .models import Audit, Lease, Outcome, Started, Status
+from .models import Audit, Lease, Status
 from .poolstats import PoolStats
 from .prefetch import Prefetch
-from .retry import after_failure
 from .settings import PoolSettings, default_worker_id
 from .statements import Done, StatementThreads
-from .threads import Periodic
-from .ticker import TickerThread
 from .worker import SKIPPED, Result, Task
 
 log = logging.getLogger("swf_pool.pool")
 
-PRUNE_SECONDS = 600.0  # with prune_older_than: retention every ten minutes
 IDLE_WAIT_SECONDS = 1.0  # the longest we block without looking around
 TIMEOUT_CHECK_SECONDS = 0.05
-LISTEN_READY_SECONDS = 5.0
 
 
 class Pool:
@@ -149,16 +144,9 @@ class Pool:
             self.claimer.threads = StatementThreads(waker.wake, "swf-claims", at_once)
             self.flusher.threads = StatementThreads(waker.wake, "swf-flushes", at_once)
             stack.enter_context(self.leases.heartbeat(s.lease_seconds, s.heartbeat_interval))
-            if s.listen:
-                listener = self.backend.listener(self._notified)
-                if listener is not None:
-                    stack.enter_context(listener).ready.wait(LISTEN_READY_SECONDS)
-            if s.schedules:
-                stack.enter_context(TickerThread(self.client))
-            if self.measuring:  # someone listens: feed depth, lag
-                stack.enter_context(Periodic("swf-stats", s.stats_interval, self._stats))
-            if s.prune_older_than is not None:
-                stack.enter_context(Periodic("swf-prune", PRUNE_SECONDS, self._prune))
+            companions(
+                stack, s, self.client, self._notified, self.metrics if self.measuring else None
+            )
             try:
                 self._loop(stop, drain)
                 self._shutdown()
@@ -205,8 +193,7 @@ class Pool:
         if self.timeouts:
             self._enforce_timeouts(now)
         while flusher.due(now, self.running()):
-            self._mark_running()
-            flusher.start()
+            flusher.start(self.executor.running())
         if not self.stopping:
             inline = not self.ledger and not claimer.busy()  # idle: claim right here
             while claimer.due(self._room(), self._capacity(), now):
@@ -300,10 +287,6 @@ class Pool:
                 doomed.value if doomed else "cancelled",
             )
             return
-        # its `started` event goes with the outcome, unless an earlier flush wrote it
-        began = None
-        if self.audit is Audit.FULL and result.started and result.seq not in self.flusher.marked:
-            began = result.started
         if self.measuring:
             if result.started:
                 due = max(run.created_at, run.run_at).timestamp()
@@ -311,28 +294,8 @@ class Pool:
             self.durations[result.seq] = result.duration
         if result.started:  # the handler ran (not a death, a skip)
             self.prefetch.ran(result.duration)
-        if result.ok:
-            outcome = Outcome(run.id, run.attempt, Status.SUCCEEDED, result.value, started=began)
-        else:
-            policy, rand = self.registry.retry_policy(run.type), self.rand()
-            outcome = after_failure(
-                run, result.value or "error", policy, permanent=result.permanent, rand=rand,
-                now=datetime.now(UTC),
-            )._replace(started=began)  # fmt: skip
-        self.flusher.add(result.seq, outcome, time.monotonic())
-
-    def _mark_running(self) -> None:
-        """Before a flush: the `started` events of attempts running now go with it."""
-        assert self.executor is not None
-        if self.audit is not Audit.FULL:
-            return
-        now, mono = time.time(), time.monotonic()
-        for seq, begun in self.executor.running().items():
-            task = self.ledger.get(seq)
-            # a slot may still show a task whose result is in: its outcome carries the start
-            if task is not None:
-                at = datetime.fromtimestamp(now - (mono - begun), UTC)
-                self.flusher.mark_started(seq, Started(task.run.id, task.run.attempt, at))
+        policy = None if result.ok else self.registry.retry_policy(run.type)
+        self.flusher.record(result, run, policy, self.rand)
 
     def _measure(self, seq: int, status: Status | None) -> None:
         """The metrics of an outcome now stored (`status` None: it was not)."""
@@ -416,18 +379,6 @@ class Pool:
             return
         self.stats.released += len(released)
         self._forget(*(task.seq for task in tasks))
-
-    def _stats(self) -> None:
-        """From the stats thread: the queue's depth and lag, for the metrics."""
-        self.metrics.record_queue_stats(self.client.stats())
-
-    def _prune(self) -> None:
-        """From the prune thread: retention, as `swf-pool prune` does it."""
-        older_than = self.settings.prune_older_than
-        assert older_than is not None
-        pruned = self.client.prune(older_than)
-        if pruned:
-            log.info("pruned %d finished run(s) older than %s", pruned, older_than)
 
     def _log_progress(self) -> None:
         log.info(

@@ -15,16 +15,19 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 from . import codec
 from .backends import Backend
 from .errors import DatabaseError, DataRejected
 from .ledger import Ledger
-from .models import Audit, Lease, Outcome, Started, Status
+from .models import Audit, Claimed, Lease, Outcome, Started, Status
 from .poolstats import PoolStats
+from .retry import RetryPolicy, after_failure
 from .settings import PoolSettings
 from .statements import Backoff, Done, StatementThreads
+from .worker import Result
 
 log = logging.getLogger("swf_pool.pool")
 
@@ -83,6 +86,24 @@ class Flusher:
             self.oldest = now
         self.buffered[seq] = outcome
 
+    def record(
+        self, result: Result, run: Claimed, policy: RetryPolicy | None, rand: Callable[[], float]
+    ) -> None:
+        """A worker's result: its outcome (a success, a retry at some later time, or the end)
+        waits in the buffer. `policy`: the handler's, for a failure."""
+        # its `started` event goes with the outcome, unless an earlier flush wrote it
+        began = None
+        if self.audit_full and result.started and result.seq not in self.marked:
+            began = result.started
+        if policy is None:
+            outcome = Outcome(run.id, run.attempt, Status.SUCCEEDED, result.value, started=began)
+        else:
+            outcome = after_failure(
+                run, result.value or "error", policy, permanent=result.permanent, rand=rand(),
+                now=datetime.now(UTC),
+            )._replace(started=began)  # fmt: skip
+        self.add(result.seq, outcome, time.monotonic())
+
     def holds(self, seq: int) -> bool:
         return seq in self.buffered or any(seq in f.outcomes for f in self._flushes.values())
 
@@ -119,17 +140,24 @@ class Flusher:
             return max(self._latest + self.flush_interval, self.backoff.until)
         return None  # a flush under way wakes us when it is done
 
-    def mark_started(self, seq: int, started: Started) -> None:
-        """An attempt that is still running: its `started` event goes with the next flush."""
-        if self.audit_full and seq not in self.marked and not self.holds(seq):
-            self.marked.add(seq)
-            self.started.append(started)
-
-    def start(self) -> None:
-        """Move the buffer into a flush, run on a statement thread."""
+    def start(self, running: dict[int, float]) -> None:
+        """Move the buffer into a flush, run on a statement thread. `running`: the attempts
+        running now (seq -> monotonic start), whose `started` events go with it."""
+        if self.audit_full:
+            self._mark_started(running)
         flush_id, job = self._take()
         assert self.threads is not None
         self.threads.submit(FLUSH, lambda: (flush_id, _run(job)))
+
+    def _mark_started(self, running: dict[int, float]) -> None:
+        now, mono = time.time(), time.monotonic()
+        for seq, begun in running.items():
+            task = self.ledger.get(seq)
+            # a slot may still show a task whose result is in: its outcome carries the start
+            if task is not None and seq not in self.marked and not self.holds(seq):
+                self.marked.add(seq)
+                at = datetime.fromtimestamp(now - (mono - begun), UTC)
+                self.started.append(Started(task.run.id, task.run.attempt, at))
 
     def flush_now(self, now: float) -> None:
         """Flush synchronously (at shutdown)."""
