@@ -1,0 +1,82 @@
+"""Latency from an idle pool, measured the users' way: `swf-pool run --processes 2` with its
+defaults, in its own process, and runs submitted one at a time with `--gap` seconds between
+them (the pool idles in between). Latency is the handler's start minus the moment `submit` was
+called (so the submit's own commit is in it), p50/p95/p99.
+
+python -m bench.wakeup [--dsn ...] [--quick] [--runs N] [--gap S]
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from swf_pool import Client, Status
+
+from .common import Scratch, parser, quick, report
+
+ROOT = Path(__file__).resolve().parent.parent
+READY_SECONDS = 60.0
+
+
+def main() -> None:
+    p = parser(__doc__ or "")
+    p.add_argument("--runs", type=int, default=None)
+    p.add_argument("--gap", type=float, default=None, help="seconds between submits")
+    args = p.parse_args()
+    runs = args.runs or (20 if quick(args) else 200)
+    gap = args.gap or (0.1 if args.quick else 0.5)
+    with Scratch(args.dsn) as scratch, Client(scratch.dsn) as client:
+        pool = subprocess.Popen(
+            [sys.executable, "-m", "swf_pool.cli", "run", "--dsn", scratch.dsn,
+             "--app", "bench.apps:registry", "--processes", "2"],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            # ready: a first run done (the workers are up and the pool has gone idle)
+            first = client.submit("bench.stamp.v1", -1).id
+            deadline = time.monotonic() + READY_SECONDS
+            while (run := client.get(first)) is None or run.status is not Status.SUCCEEDED:
+                if time.monotonic() > deadline or pool.poll() is not None:
+                    raise RuntimeError("the pool did not start")
+                time.sleep(0.05)
+            called: dict[str, float] = {}
+            for i in range(runs):
+                time.sleep(gap)
+                now = time.time()
+                called[client.submit("bench.stamp.v1", i).id] = now
+            deadline = time.monotonic() + READY_SECONDS
+            started: dict[str, float] = {}
+            while len(started) < runs and time.monotonic() < deadline:
+                for run_id in called.keys() - started.keys():
+                    run = client.get(run_id)
+                    if run is not None and run.status is Status.SUCCEEDED:
+                        started[run_id] = float(run.result)
+                time.sleep(0.05)
+        finally:
+            pool.terminate()
+            pool.wait(60)
+    latencies = sorted((started[i] - called[i]) * 1000 for i in started)
+    q = statistics.quantiles(latencies, n=100)
+    report(
+        "wakeup",
+        {
+            "runs": len(latencies),
+            "gap s": gap,
+            "p50 ms": round(q[49], 2),
+            "p95 ms": round(q[94], 2),
+            "p99 ms": round(q[98], 2),
+            "max ms": round(latencies[-1], 2),
+        },
+        {"ms from the submit call": [round(v, 3) for v in latencies]},
+    )
+
+
+if __name__ == "__main__":
+    main()
