@@ -53,6 +53,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.contention
 	$(BIN)/python -m bench.scaling
 	$(BIN)/python -m bench.table_size
+	$(BIN)/python -m bench.remote
+	$(BIN)/python -m bench.wakeup
 	$(BIN)/python -m pytest bench -m bench --benchmark-only -p no:cacheprovider
 	$(BIN)/python -m bench.report
 
@@ -63,6 +65,8 @@ bench-quick: $(STAMP)
 	$(BIN)/python -m bench.contention --quick
 	$(BIN)/python -m bench.scaling --quick
 	$(BIN)/python -m bench.table_size --quick
+	$(BIN)/python -m bench.remote --quick
+	$(BIN)/python -m bench.wakeup --quick
 	$(BIN)/python -m bench.report --quick
 
 clean:
