@@ -1,5 +1,7 @@
 """swf-pool: a durable system of record for intent, with a multiprocessing worker pool."""
 
+from importlib.metadata import PackageNotFoundError, version
+
 from .client import Client
 from .coordinator import Pool
 from .errors import (
@@ -27,6 +29,11 @@ from .poolstats import PoolStats
 from .retry import Exponential, Fixed, GoBackoff, NoRetry, RetryPolicy
 from .schedules import MissedPolicy, Schedule
 from .ticker import Ticker
+
+try:
+    __version__ = version("swf-pool")  # declared once, in pyproject.toml
+except PackageNotFoundError:  # run from a checkout that was never installed
+    __version__ = "unknown"
 
 __all__ = [
     "Audit",

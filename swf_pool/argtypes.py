@@ -35,6 +35,26 @@ non_negative_int = _at_least(int, 0)
 positive_int = _at_least(int, 1)
 
 
+def port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {text}")
+    return value
+
+
+def delay(text: str) -> float:
+    """Seconds (`90`, `1.5`) or a duration (`90s`, `5m`, `1h30m`), at most 100 years."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        return parse_duration(text).total_seconds()
+    if not 0 <= seconds <= MAX_DURATION_SECONDS:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(
+            f"must be between 0 and {MAX_DURATION_SECONDS} seconds (100 years), got {text}"
+        )
+    return seconds
+
+
 def csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 

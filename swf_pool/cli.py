@@ -14,7 +14,7 @@ from datetime import UTC
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from . import argtypes, codec, migrate, ops_cli
+from . import __version__, argtypes, codec, migrate, ops_cli
 from .backends import open_backend
 from .client import Client
 from .coordinator import Pool
@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Every option can also be set by an environment variable (shown as env).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument("--version", action="version", version=f"swf-pool {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     mig = commands.add_parser("migrate", help="apply, revert or show schema migrations")
@@ -119,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--max-attempts", type=int, default=DEFAULT_MAX_ATTEMPTS)
     sub.add_argument("--idempotency-key")
-    sub.add_argument("--run-in", type=float, help="delay in seconds")
+    sub.add_argument(
+        "--run-in", type=argtypes.delay, help="delay: seconds, or a duration such as 90s, 5m, 1h"
+    )
     _add_dsn(sub)
 
     _add_run(commands)
@@ -177,7 +180,12 @@ def _add_run(commands: Any) -> None:
         "127.0.0.1",
         "address for --metrics-port (0.0.0.0 for every interface)",
     )
-    run.add_argument("--drain", action="store_true", help="exit once no runnable run is left")
+    run.add_argument(
+        "--drain",
+        action="store_true",
+        default=_env("DRAIN", "") in ("1", "true", "yes"),
+        help="exit once no runnable run is left (env SWF_DRAIN=1)",
+    )
     _switches(run, "also run the schedule ticker")
 
 
@@ -214,7 +222,7 @@ def _add_serve(commands: Any) -> None:
         "name (DNS rebinding) gets 400 (default: localhost,127.0.0.1,::1 when --host is a "
         "loopback address, else any)",
     )
-    _option(serve, "--port", "PORT", argtypes.non_negative_int, 8080, "port to listen on")
+    _option(serve, "--port", "PORT", argtypes.port, 8080, "port to listen on (0: any free one)")
     _option(
         serve,
         "--api-key",
@@ -244,7 +252,7 @@ def _add_schedule(commands: Any) -> None:
         "--cron", required=True, help="5 fields, or @hourly @daily @weekly @monthly @yearly"
     )
     add.add_argument("--timezone", default="UTC", help="IANA zone (default UTC)")
-    _schedule_options(add)
+    _schedule_options(add, kept=False)
     _add_dsn(add)
     for name, text in (("list", "list schedules, with their next fire times"),):
         _add_dsn(actions.add_parser(name, help=text))
@@ -262,17 +270,28 @@ def _add_schedule(commands: Any) -> None:
     upd.add_argument("--cron")
     upd.add_argument("--timezone")
     upd.add_argument("--payload", help="JSON payload")
-    _schedule_options(upd)
+    _schedule_options(upd, kept=True)
     _add_dsn(upd)
 
 
-def _schedule_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--priority", type=int, help="of the runs it creates (default 100)")
-    parser.add_argument("--max-attempts", type=int, help="of the runs it creates (default 3)")
+def _schedule_options(parser: argparse.ArgumentParser, kept: bool) -> None:
+    """`kept`: for `update`, where an option not given keeps the schedule's value."""
+
+    def default(value: object) -> str:
+        return "default: unchanged" if kept else f"default {value}"
+
+    parser.add_argument(
+        "--priority", type=int, help=f"of the runs it creates ({default(DEFAULT_PRIORITY)})"
+    )
+    parser.add_argument(
+        "--max-attempts",
+        type=int,
+        help=f"of the runs it creates ({default(DEFAULT_MAX_ATTEMPTS)})",
+    )
     parser.add_argument(
         "--missed",
         choices=["skip", "catch_up"],
-        help="fires missed while no ticker ran: skip (default) or catch_up",
+        help=f"fires missed while no ticker ran: skip or catch_up ({default('skip')})",
     )
     parser.add_argument("--catch-up-limit", type=int, help="most missed fires made up")
 
@@ -290,6 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        # Python would complain again flushing stdout at exit: point it at nothing
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _migrate(args: argparse.Namespace) -> None:
@@ -376,8 +399,7 @@ def _serve_pool(
         ", ".join(args.prefixes or pool.types),
         client.backend.description,
     )
-    stats = pool.run(drain=args.drain)
-    print(f"swf-pool: {stats.summary()}")
+    pool.run(drain=args.drain)  # its summary is logged as it stops
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -397,9 +419,9 @@ def _serve(args: argparse.Namespace) -> None:
             schedules=args.schedules,
             allowed_hosts=args.allowed_hosts or default_hosts(args.host),
         )
-        log.info(
-            "REST API on http://%s:%d/api/v1 (%s)", args.host, args.port, client.backend.description
-        )
+        base = f"http://{args.host}:{args.port}"
+        log.info("REST API on %s/api/v1 (%s)", base, client.backend.description)
+        log.info("dashboard on %s/ (OpenAPI document at %s/openapi.json)", base, base)
         # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again for the
         # handler it found: let that one be a no-op, so a graceful stop exits with status 0
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -50,6 +50,7 @@ MAX_TYPE_LENGTH = 255
 MAX_LIST_LIMIT = 1000
 DEFAULT_POOL_SIZE = 6  # claims, flushes, heartbeats, the ticker, handlers' heartbeats, API
 DEFAULT_RETRY_BATCH = 1000
+MAX_DELAY_SECONDS = 100 * 365 * 86400.0
 DEFAULT_PRUNE_BATCH = 10_000
 DEFAULT_PRUNE_STATUSES = (Status.SUCCEEDED, Status.CANCELLED)  # failed runs are dead letters
 FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
@@ -174,9 +175,9 @@ class Client:
         """Runs, newest first, optionally filtered (`created_after` inclusive,
         `created_before` exclusive); `limit` is at most 1000."""
         filters = RunFilter(
-            type=type,
+            type=_filter("type", type),
             status=_status(status),
-            idempotency_key=idempotency_key,
+            idempotency_key=_filter("idempotency_key", idempotency_key),
             created_after=_aware("created_after", created_after),
             created_before=_aware("created_before", created_before),
             limit=_bounded("limit", limit, 1, MAX_LIST_LIMIT),
@@ -407,10 +408,18 @@ def _when(run_at: datetime | None, run_in: timedelta | float | None) -> datetime
         return None
     if isinstance(run_in, bool) or not isinstance(run_in, timedelta | int | float):
         raise ValidationError(f"run_in must be a timedelta or seconds, got {run_in!r}")
-    delta = run_in if isinstance(run_in, timedelta) else timedelta(seconds=run_in)
-    if delta < timedelta(0):
-        raise ValidationError(f"run_in must not be negative, got {run_in!r}")
-    return datetime.now(UTC) + delta
+    seconds = run_in.total_seconds() if isinstance(run_in, timedelta) else float(run_in)
+    if not 0 <= seconds <= MAX_DELAY_SECONDS:  # also refuses nan
+        raise ValidationError(
+            f"run_in must be between 0 and {MAX_DELAY_SECONDS:.0f} seconds (100 years), "
+            f"got {run_in!r}"
+        )
+    return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+def _filter(name: str, value: str | None) -> str | None:
+    """A filter's text: what a stored value could be (the database must take it)."""
+    return None if value is None else _text(name, value)
 
 
 def _status(value: Status | str | None) -> Status | None:

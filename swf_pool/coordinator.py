@@ -159,13 +159,13 @@ class Pool:
         return self.stats
 
     def _loop(self, stop: threading.Event | None, drain: bool) -> None:
-        last_log = time.monotonic()
+        last_log, done = time.monotonic(), 0
         while not self.stopping and not (stop is not None and stop.is_set()):
             if self.tick() and drain:
                 return
-            if time.monotonic() - last_log >= self.settings.log_interval:
-                last_log = time.monotonic()
-                self._log_progress()
+            if (now := time.monotonic()) - last_log >= self.settings.log_interval:
+                self._log_progress(now - last_log, done)
+                last_log, done = now, self.stats.succeeded + self.stats.retried + self.stats.failed
 
     def request_stop(self) -> None:
         """Stop claiming and shut down gracefully (safe from signal handlers and threads)."""
@@ -380,10 +380,15 @@ class Pool:
         self.stats.released += len(released)
         self._forget(*(task.seq for task in tasks))
 
-    def _log_progress(self) -> None:
+    def _log_progress(self, seconds: float, done_before: int) -> None:
+        stats = self.stats
+        done = stats.succeeded + stats.retried + stats.failed
         log.info(
-            "%s | in flight %d, waiting for a worker %d",
-            self.stats.summary(),
-            self.running(),
+            "%d attempts in the last %.0fs (%.0f/s); %s | running %d, waiting for a worker %d",
+            done - done_before,
+            seconds,
+            (done - done_before) / max(seconds, 1e-9),
+            stats.summary(),
+            self.running() - len(self.pending),
             len(self.pending),
         )

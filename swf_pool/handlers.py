@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -158,6 +160,11 @@ def load_registry(spec: str) -> Registry:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"--app must look like package.module:registry, got {spec!r}")
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        # as Celery and RQ do: the app is found from where the command runs (and the worker
+        # processes, which start with this sys.path, find it too)
+        sys.path.insert(0, here)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -1,0 +1,147 @@
+"""What a new user meets first: the command as installed (not `python -m` from the source
+tree), bad values refused in one line, pipes closed early, `--version`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from swf_pool import Client, Status, ValidationError
+
+ROOT = Path(__file__).resolve().parent.parent
+SWF_POOL = str(Path(sys.executable).parent / "swf-pool")  # the installed entry point
+
+
+def command(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    """The installed `swf-pool`, without PYTHONPATH, as a user runs it."""
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run(
+        [SWF_POOL, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**environment, **(env or {})},
+        timeout=60,
+        check=False,
+    )
+
+
+def test_app_is_imported_from_the_current_directory(sqlite_dsn: str) -> None:
+    """`swf-pool run --app examples.hello:registry` from the project's root, as written in
+    examples/hello.py: the coordinator and the worker processes find the module."""
+    with Client(sqlite_dsn) as client:
+        run_id = client.submit("greet.v1", {"name": "Ada"}).id
+    out = command("run", "--app", "examples.hello:registry", "--dsn", sqlite_dsn, "--drain")
+    assert out.returncode == 0, out.stderr
+    with Client(sqlite_dsn) as client:
+        run = client.get(run_id)
+        assert run is not None and run.status is Status.SUCCEEDED, run
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["runs", "list"],
+        ["status", "--json"],
+    ],
+)
+def test_a_reader_that_stops_early_gets_no_traceback(sqlite_dsn: str, args: list[str]) -> None:
+    """`swf-pool runs list | head -1`: the reader closes the pipe; the command ends quietly."""
+    with Client(sqlite_dsn) as client:
+        client.submit_many({"type": "t.v1", "payload": "x" * 500} for _ in range(200))
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    with subprocess.Popen(
+        [SWF_POOL, *args, "--dsn", sqlite_dsn, *(["--limit", "1000"] if "list" in args else [])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=environment,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # the reader is gone before anything was written
+        error = proc.stderr.read().decode()
+        assert proc.wait(60) == 0, error
+    assert "Traceback" not in error and "BrokenPipe" not in error
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["submit", "a", "--run-in", "nan"], "--run-in: must be between 0 and"),
+        (["submit", "a", "--run-in", "inf"], "--run-in: must be between 0 and"),
+        (["submit", "a", "--run-in", "1e300"], "--run-in: must be between 0 and"),
+        (["serve", "--port", "70000"], "--port: must be a port number"),
+        (["run", "--app", "examples.hello:registry", "--lease", "nan"], "--lease: must be"),
+        (["run", "--app", "examples.hello:registry", "--lease", "inf"], "--lease: must be"),
+        (["run", "--app", "examples.hello:registry", "--timeout", "nan"], "--timeout: must be"),
+        (["run", "--app", "examples.hello:registry", "--processes", "100000"], "at most 1024"),
+    ],
+)
+def test_values_that_would_hang_or_crash_are_refused_in_one_line(
+    sqlite_dsn: str, args: list[str], message: str
+) -> None:
+    out = command(*args, "--dsn", sqlite_dsn)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+    with Client(sqlite_dsn) as client:
+        assert client.list() == []  # nothing was written
+
+
+def test_submit_takes_a_duration_like_the_other_commands(sqlite_dsn: str) -> None:
+    out = command("submit", "a.v1", "--run-in", "1h", "--dsn", sqlite_dsn)
+    assert out.returncode == 0, out.stderr
+    with Client(sqlite_dsn) as client:
+        run = client.get(out.stdout.strip())
+        assert run is not None
+        due = datetime.now(UTC) + timedelta(hours=1)
+        assert abs((run.run_at - due).total_seconds()) < 60
+
+
+@pytest.mark.parametrize("run_in", [float("nan"), float("inf"), 1e300, -1.0])
+def test_the_api_refuses_a_delay_it_cannot_store(client: Client, run_in: float) -> None:
+    with pytest.raises(ValidationError, match="run_in must be between 0 and"):
+        client.submit("a.v1", None, run_in=run_in)
+    assert client.list() == []
+
+
+def test_a_filter_the_database_cannot_take_is_a_validation_error(client: Client) -> None:
+    with pytest.raises(ValidationError, match="type is not valid UTF-8"):
+        client.list(type="\udc80")
+    with pytest.raises(ValidationError, match="idempotency_key is not valid UTF-8"):
+        client.list(idempotency_key="\udc80")
+
+
+def test_version_and_python_dash_m() -> None:
+    out = command("--version")
+    assert out.returncode == 0 and out.stdout.startswith("swf-pool ")
+    module = subprocess.run(
+        [sys.executable, "-m", "swf_pool", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert module.returncode == 0 and module.stdout == out.stdout
+
+
+def test_drain_from_the_environment_and_one_summary(sqlite_dsn: str) -> None:
+    with Client(sqlite_dsn) as client:
+        client.submit("greet.v1", {"name": "Ada"})
+    out = command(
+        "run", "--app", "examples.hello:registry", env={"SWF_DSN": sqlite_dsn, "SWF_DRAIN": "1"}
+    )
+    assert out.returncode == 0, out.stderr
+    assert (out.stdout + out.stderr).count("1 succeeded") == 1
+
+
+def test_update_help_does_not_claim_defaults_it_does_not_apply() -> None:
+    out = command("schedule", "update", "--help")
+    assert out.returncode == 0
+    assert "default 100" not in out.stdout and "default: unchanged" in out.stdout
