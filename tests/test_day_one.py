@@ -3,6 +3,7 @@ tree), bad values refused in one line, pipes closed early, `--version`."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -145,3 +146,11 @@ def test_update_help_does_not_claim_defaults_it_does_not_apply() -> None:
     out = command("schedule", "update", "--help")
     assert out.returncode == 0
     assert "default 100" not in out.stdout and "default: unchanged" in out.stdout
+
+
+def test_a_plain_install_brings_a_libpq_of_its_own() -> None:
+    """`pip install swf-pool` without extras must work on a host with no PostgreSQL client
+    library: psycopg's binary build is a dependency (the C build is the `c` extra)."""
+    requires = importlib.metadata.requires("swf-pool") or []
+    plain = [r for r in requires if "extra ==" not in r]
+    assert any(r.startswith("psycopg[binary]") for r in plain), plain
