@@ -9,6 +9,8 @@ by the coordinator: their workers are told, and their results are not written.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 
 from .backends import Backend
@@ -18,6 +20,12 @@ from .ledger import Ledger
 from .models import Lease, LeaseState
 
 log = logging.getLogger("swf_pool.pool")
+
+# A handler's `run.heartbeat()` extends its lease every time, but writes a `heartbeat` event
+# (the Go library's, with `extended_by_seconds`) only the first time in an attempt and then at
+# most once a minute: the trail says the handler was alive and asked for more time, without
+# a row per call (a handler that beats in a loop wrote thousands).
+HEARTBEAT_EVENT_SECONDS = 60.0
 
 
 class LeaseKeeper:
@@ -34,6 +42,8 @@ class LeaseKeeper:
         self.worker_id = worker_id
         self.ledger = ledger
         self.wake = wake
+        self._lock = threading.Lock()  # handlers' heartbeats come from several threads
+        self._recorded: dict[int, float] = {}  # seq -> when its last heartbeat event was written
 
     def heartbeat(self, lease_seconds: float, interval: float | None) -> Heartbeat:
         """The heartbeat thread, to be entered for as long as the pool runs."""
@@ -60,11 +70,24 @@ class LeaseKeeper:
         if task is None:
             return LeaseState.LOST
         lease = Lease(task.run.id, task.run.attempt)
+        now = time.monotonic()
+        with self._lock:
+            last = self._recorded.get(seq)
+        record = last is None or now - last >= HEARTBEAT_EVENT_SECONDS
         try:
-            state = self.backend.heartbeat(self.worker_id, [lease], seconds, True)[lease]
+            state = self.backend.heartbeat(self.worker_id, [lease], seconds, record)[lease]
         except DatabaseError as exc:
             log.warning("heartbeat for %s failed: %s", lease.id, exc)
             return LeaseState.HELD
         if state is not LeaseState.HELD:
             self.report({lease: state})
+        elif record:
+            self._recorded_at(seq, now)
         return state
+
+    def _recorded_at(self, seq: int, now: float) -> None:
+        with self._lock:
+            self._recorded[seq] = now
+            if len(self._recorded) > 2 * len(self.ledger) + 100:  # forget finished attempts
+                for gone in [s for s in self._recorded if self.ledger.get(s) is None]:
+                    del self._recorded[gone]

@@ -266,6 +266,24 @@ def test_heartbeat_extends_the_lease_and_is_recorded(client: Client) -> None:
     assert [e.data for e in beat_event] == [{"extended_by_seconds": 600}]
 
 
+def test_a_handler_beating_in_a_loop_writes_one_heartbeat_event(client: Client) -> None:
+    """Every call extends the lease; the trail records the first (then one a minute)."""
+    registry = Registry()
+    leases: list[Any] = []
+
+    @registry.handler("hb.v1")
+    def beat(run: Run) -> None:
+        for seconds in range(100, 120):
+            assert run.heartbeat(seconds)
+        leases.append(client.get(run.id).lease_until)  # type: ignore[union-attr]
+
+    run_id = client.submit("hb.v1").id
+    Pool(client, registry, lease_seconds=30, executor="thread", processes=1).drain()
+    assert leases[0] - datetime.now(UTC) > timedelta(seconds=100)  # the last call's 119 s
+    beats = [e.data for e in client.events(run_id) if e.event_type is EventType.HEARTBEAT]
+    assert beats == [{"extended_by_seconds": 100}]
+
+
 def test_a_crash_loop_ends_in_failed(client: Client) -> None:
     """A run that kills its worker every time: leases expire, attempts count, then failed."""
     run_id = client.submit("crash.v1", max_attempts=2).id
