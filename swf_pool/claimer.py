@@ -78,6 +78,7 @@ class Claimer:
         self.next_poll = 0.0
         self._claims: dict[int, _Claim] = {}  # under way
         self._asking_due = False  # when the next delayed run is due: asked, no answer yet
+        self.next_due: datetime | None = None  # the answer
         self._ids = itertools.count()
 
     # -- deciding -----------------------------------------------------------------------------
@@ -203,8 +204,14 @@ class Claimer:
         except DatabaseError:
             return None  # the next poll comes anyway
 
+    def due_within(self, seconds: float) -> bool:
+        """Whether, as last learned, a run of ours comes due within `seconds`."""
+        due = self.next_due
+        return due is not None and (due - datetime.now(UTC)).total_seconds() <= seconds
+
     def _learned_due(self, due: datetime | None) -> None:
         self._asking_due = False
+        self.next_due = due
         if due is None:
             return
         wait = (due - datetime.now(UTC)).total_seconds()

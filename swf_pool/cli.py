@@ -10,7 +10,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -400,6 +400,25 @@ def _serve_pool(
         client.backend.description,
     )
     pool.run(drain=args.drain)  # its summary is logged as it stops
+    if args.drain:
+        _scheduled_later(client, pool, [p.rstrip("%") for p in args.prefixes])
+
+
+def _scheduled_later(client: Client, pool: Pool, prefixes: list[str]) -> None:
+    """After a drain: the runs of ours left for later (a drain waits only for those due within
+    seconds), and when the next is due."""
+    served = [
+        t
+        for t in client.stats().types
+        if t.type in pool.types or any(t.type.startswith(p) for p in prefixes)
+    ]
+    later = sum(t.pending - t.due for t in served)
+    due = pool.claimer.next_due
+    if later and due is not None:
+        wait = argtypes.format_age(max(0.0, (due - datetime.now(UTC)).total_seconds()))
+        log.info("%d run(s) left scheduled for later; the next is due in %s", later, wait)
+    else:
+        log.info("nothing left scheduled for later")
 
 
 def _serve(args: argparse.Namespace) -> None:

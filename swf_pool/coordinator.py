@@ -47,6 +47,7 @@ log = logging.getLogger("swf_pool.pool")
 
 IDLE_WAIT_SECONDS = 1.0  # the longest we block without looking around
 TIMEOUT_CHECK_SECONDS = 0.05
+DRAIN_WAIT_SECONDS = 10.0  # a drain waits for runs due this soon (retries with short delays)
 
 
 class Pool:
@@ -203,7 +204,7 @@ class Pool:
             now = time.monotonic()
         self._dispatch()
         busy = self.ledger or claimer.busy() or flusher.busy()
-        return not busy and not claimer.wanted
+        return not busy and not claimer.wanted and not claimer.due_within(DRAIN_WAIT_SECONDS)
 
     def _statements_done(self, now: float) -> None:
         assert self.claimer.threads is not None and self.flusher.threads is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -154,3 +155,19 @@ def test_a_plain_install_brings_a_libpq_of_its_own() -> None:
     requires = importlib.metadata.requires("swf-pool") or []
     plain = [r for r in requires if "extra ==" not in r]
     assert any(r.startswith("psycopg[binary]") for r in plain), plain
+
+
+def test_drain_waits_for_retries_due_soon_and_says_what_is_left(sqlite_dsn: str) -> None:
+    """The hello example's retry comes 1 s after the first attempt: a drain finishes it. A
+    run an hour away is left, and the exit line says so."""
+    with Client(sqlite_dsn) as client:
+        soon = client.submit("sometimes.v1").id  # fails once, retried after 1 s
+        client.submit("greet.v1", {"name": "Ada"}, run_in=3600)
+    out = command("run", "--app", "examples.hello:registry", "--dsn", sqlite_dsn, "--drain")
+    assert out.returncode == 0, out.stderr
+    with Client(sqlite_dsn) as client:
+        run = client.get(soon)
+        assert run is not None and (run.status, run.attempt) == (Status.SUCCEEDED, 2)
+    assert re.search(
+        r"1 run\(s\) left scheduled for later; the next is due in (60\.0m|1\.0h)", out.stderr
+    )
