@@ -409,7 +409,9 @@ def _when(run_at: datetime | None, run_in: timedelta | float | None) -> datetime
     if isinstance(run_in, bool) or not isinstance(run_in, timedelta | int | float):
         raise ValidationError(f"run_in must be a timedelta or seconds, got {run_in!r}")
     seconds = run_in.total_seconds() if isinstance(run_in, timedelta) else float(run_in)
-    if not 0 <= seconds <= MAX_DELAY_SECONDS:  # also refuses nan
+    if seconds < 0:
+        raise ValidationError(f"run_in must not be negative, got {run_in!r}")
+    if not seconds <= MAX_DELAY_SECONDS:  # also refuses nan
         raise ValidationError(
             f"run_in must be between 0 and {MAX_DELAY_SECONDS:.0f} seconds (100 years), "
             f"got {run_in!r}"
