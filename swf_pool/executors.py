@@ -21,7 +21,6 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from multiprocessing.connection import wait as wait_any
 from typing import Any, Protocol
 
@@ -624,6 +623,3 @@ def _death(code: int | None) -> str:
         name = signal.Signals(-code).name
         return f"WorkerDied: the worker process was killed by {name} while running this run"
     return f"WorkerDied: the worker process exited with status {code} while running this run"
-
-
-ExecutorFactory = Callable[[Control, Waker], Executor]

@@ -33,7 +33,6 @@ class Heartbeat(Background):
         self.interval = interval if interval is not None else lease_seconds / 3
         self.leases = leases
         self.report = report
-        self.beats = 0
         super().__init__("swf-heartbeat")
 
     def loop(self) -> None:
@@ -50,7 +49,6 @@ class Heartbeat(Background):
         except DatabaseError as exc:
             log.warning("heartbeat failed (will retry in %.1fs): %s", self.interval, exc)
             return
-        self.beats += 1
         gone: dict[Lease, LeaseState] = {
             lease: state for lease, state in states.items() if state is not LeaseState.HELD
         }

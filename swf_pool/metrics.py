@@ -265,18 +265,3 @@ class PrometheusMetrics(MetricsCollector):
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-
-
-SUFFIXES = {
-    "counter": ("_total", "_created"),
-    "histogram": ("_bucket", "_sum", "_count", "_created"),
-}
-
-
-def metric_names(registry: CollectorRegistry) -> set[str]:
-    """Every series name a registry can export, used or not yet (for checking dashboards)."""
-    names = set()
-    for family in registry.collect():
-        for suffix in SUFFIXES.get(family.type, ("",)):
-            names.add(family.name + suffix)
-    return names

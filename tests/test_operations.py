@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from swf_pool import (
     Client,
@@ -22,7 +23,7 @@ from swf_pool import (
     Status,
     ValidationError,
 )
-from swf_pool.metrics import PrometheusMetrics, metric_names
+from swf_pool.metrics import PrometheusMetrics
 
 from . import helpers
 from .helpers import count, sql, wait_until
@@ -400,3 +401,18 @@ def test_the_pool_prunes_when_asked(client: Client, dsn: str) -> None:
     pool = Pool(client, APP, executor="inline", prune_older_than=timedelta(days=30))
     with running(pool):
         wait_until(lambda: count(dsn) == 0)
+
+
+SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+}
+
+
+def metric_names(registry: CollectorRegistry) -> set[str]:
+    """Every series name a registry can export, used or not yet (for checking dashboards)."""
+    names = set()
+    for family in registry.collect():
+        for suffix in SUFFIXES.get(family.type, ("",)):
+            names.add(family.name + suffix)
+    return names
