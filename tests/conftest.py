@@ -9,11 +9,24 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from swf_pool import Client
 
 from . import pgserver
+
+
+def _prefix() -> str:
+    """Names of the databases the tests create (and drop): $SWF_TEST_DB_PREFIX, else the
+    database named by $SWF_TEST_DSN (other than `postgres`), else `swf_test`."""
+    given = os.environ.get("SWF_TEST_DB_PREFIX")
+    if given:
+        return given
+    named = conninfo_to_dict(os.environ.get("SWF_TEST_DSN", "")).get("dbname")
+    return str(named) if named and named != "postgres" else "swf_test"
+
+
+PREFIX = _prefix()
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +52,7 @@ def _drop_database(server: str, name: str) -> None:
 
 @pytest.fixture(scope="session")
 def pg_template(pg_server: str) -> Iterator[str]:
-    name = f"swf_template_{os.getpid()}"
+    name = f"{PREFIX}_template_{os.getpid()}"
     _drop_database(pg_server, name)
     _create_database(pg_server, name)
     Client(make_conninfo(pg_server, dbname=name), migrate=True).close()
@@ -50,7 +63,7 @@ def pg_template(pg_server: str) -> Iterator[str]:
 @pytest.fixture
 def pg_empty(pg_server: str) -> Iterator[str]:
     """A new, empty database (no schema): libpq conninfo."""
-    name = f"swf_test_{uuid.uuid4().hex[:12]}"
+    name = f"{PREFIX}_{uuid.uuid4().hex[:12]}"
     _create_database(pg_server, name)
     yield make_conninfo(pg_server, dbname=name)
     _drop_database(pg_server, name)
@@ -59,7 +72,7 @@ def pg_empty(pg_server: str) -> Iterator[str]:
 @pytest.fixture
 def postgres_dsn(pg_server: str, pg_template: str) -> Iterator[str]:
     """A migrated database of its own: libpq conninfo (schema `workflow`, the default)."""
-    name = f"swf_test_{uuid.uuid4().hex[:12]}"
+    name = f"{PREFIX}_{uuid.uuid4().hex[:12]}"
     _create_database(pg_server, name, template=pg_template)
     yield make_conninfo(pg_server, dbname=name)
     _drop_database(pg_server, name)
