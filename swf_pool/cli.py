@@ -24,6 +24,7 @@ from .metrics import PrometheusMetrics
 from .models import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY
 from .schedules import Schedule, upcoming
 from .settings import OPTIONS, Option
+from .supervisor import supervise, watch_supervisor
 from .ticker import TickerThread
 
 DEMO_DSN = "sqlite://demo.db"
@@ -180,6 +181,15 @@ def _add_run(commands: Any) -> None:
         "127.0.0.1",
         "address for --metrics-port (0.0.0.0 for every interface)",
     )
+    _option(
+        run,
+        "--coordinators",
+        "COORDINATORS",
+        argtypes.positive_int,
+        1,
+        "coordinator processes, each with its share of --processes, supervised by this one "
+        "(for many cores, where one coordinator's loop is the limit)",
+    )
     run.add_argument(
         "--drain",
         action="store_true",
@@ -298,6 +308,7 @@ def _schedule_options(parser: argparse.ArgumentParser, kept: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for `run --coordinators`
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -351,8 +362,15 @@ def _submit(args: argparse.Namespace) -> None:
         print(result.id if result.created else f"{result.id} (already existed)")
 
 
-def _run(args: argparse.Namespace) -> None:
+def _run(args: argparse.Namespace) -> int | None:
     load_registry(args.app)  # a bad --app fails before anything connects
+    if args.coordinators > 1:
+        if args.metrics_port is not None:
+            raise ConfigError("--metrics-port needs one coordinator (each would serve its own)")
+        if args.auto_migrate:  # once, before the children all look
+            Client(args.dsn, migrate=True).close()
+        processes = args.processes or os.cpu_count() or 1
+        return supervise(args.argv, processes, args.coordinators, args.worker_id)
     metrics = PrometheusMetrics() if args.metrics_port is not None else None
     with ExitStack() as stack:
         client = stack.enter_context(Client(args.dsn, migrate=args.auto_migrate, audit=args.audit))
@@ -366,6 +384,7 @@ def _run(args: argparse.Namespace) -> None:
             stack.callback(metrics.close)
             log.info("metrics at http://%s:%d/metrics", host, port)
         _serve_pool(args, client, metrics)
+    return None
 
 
 def _serve_pool(
@@ -391,6 +410,7 @@ def _serve_pool(
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
+    watch_supervisor(pool.request_stop)
     log.info(
         "pool %s: %d %s worker(s) serving %s on %s",
         pool.worker_id,
