@@ -44,6 +44,7 @@ from .migrate import ensure_ready
 from .models import DEFAULT_LIST_LIMIT
 from .openapi import spec
 from .ticker import TickerThread
+from .tracebacks import run_view
 
 log = logging.getLogger("swf_pool.api")
 
@@ -170,8 +171,7 @@ class Endpoints:
 
     async def get_run(self, request: Request) -> Response:
         run_id = _uuid(request)
-        run = await self.call(self.client.get, run_id)
-        if run is None:
+        if (run := await self.call(run_view, self.client, run_id)) is None:
             raise RunNotFound(f"workflow run {run_id} not found")
         return json_response(run)
 

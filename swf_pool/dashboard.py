@@ -27,6 +27,7 @@ from .client import Client
 from .errors import SwfError, ValidationError
 from .models import QueueStats, Status
 from .schedules import Schedule, upcoming
+from .tracebacks import latest, traceback_of, without_traceback
 
 PAGE_SIZE = 50
 THROUGHPUT_MINUTES = 60
@@ -47,6 +48,7 @@ class Dashboard:
         self.templates.filters["when"] = _when
         self.templates.filters["age"] = format_age
         self.templates.filters["pretty"] = _pretty
+        self.templates.filters["without_traceback"] = without_traceback
 
     def routes(self) -> list[Route | Mount]:
         static = StaticFiles(directory=Path(__file__).with_name("static"))
@@ -128,7 +130,9 @@ class Dashboard:
         if run is None:
             return self.page("missing.html", request, 404, what=f"run {run_id}")
         events = await self.call(self.client.events, run.id)
-        return self.page("run.html", request, run=run, events=events)
+        failure = latest(events) if run.last_error else None
+        trace = traceback_of(failure)
+        return self.page("run.html", request, run=run, events=events, failure=failure, trace=trace)
 
     async def cancel(self, request: Request) -> Response:
         run_id = str(request.path_params["id"])

@@ -27,6 +27,7 @@ from .poolstats import PoolStats
 from .retry import RetryPolicy, after_failure
 from .settings import PoolSettings
 from .statements import Backoff, Done, StatementThreads
+from .tracebacks import FailureLog
 from .worker import Result
 
 log = logging.getLogger("swf_pool.pool")
@@ -72,6 +73,7 @@ class Flusher:
         self.measure = measure
         self.backoff = Backoff(on_error)
         self.threads: StatementThreads | None = None  # while the pool runs
+        self.failures = FailureLog()  # a WARNING line per failure, rate-limited per type
         self.buffered: dict[int, Outcome] = {}
         self.oldest = 0.0  # when the oldest buffered outcome came
         self.started: list[Started] = []  # of attempts still running, for the next flush
@@ -100,8 +102,9 @@ class Flusher:
         else:
             outcome = after_failure(
                 run, result.value or "error", policy, permanent=result.permanent, rand=rand(),
-                now=datetime.now(UTC),
+                now=datetime.now(UTC), traceback=result.trace,
             )._replace(started=began)  # fmt: skip
+            self.failures.failed(run, outcome)
         self.add(result.seq, outcome, time.monotonic())
 
     def holds(self, seq: int) -> bool:

@@ -185,6 +185,7 @@ class Outcome(NamedTuple):  # a tuple: built and hashed per run on the hot path
     `status` is SUCCEEDED (with `result`), PENDING (a retry at `retry_at`, with `error`)
     or FAILED (with `error`). `started`: when the attempt began (`time.time()`), if its
     `started` event is still to be written (full audit trail), in the same statement.
+    `traceback`: a failure's, for its `retried` or `failed` event's data.
     """
 
     id: str
@@ -194,6 +195,7 @@ class Outcome(NamedTuple):  # a tuple: built and hashed per run on the hot path
     error: str | None = None
     retry_at: datetime | None = None
     started: float | None = None
+    traceback: str | None = None
 
 
 class LeaseState(enum.StrEnum):

@@ -52,6 +52,11 @@ SCHEMAS: dict[str, Any] = {
             "result": JSON_VALUE,
             "created_at": TIME,
             "updated_at": TIME,
+            "traceback": {
+                **NULLABLE_TEXT,
+                "description": "GET /workflows/{id} only: the traceback of the attempt that "
+                "set last_error (also in its retried or failed event's data)",
+            },
         },
         ["id", "type", "status", "priority", "run_at", "attempt", "max_attempts", "created_at"],
     ),
@@ -60,7 +65,11 @@ SCHEMAS: dict[str, Any] = {
             "id": {"type": "integer"},
             "workflow_id": UUID,
             "event_type": {"type": "string", "enum": [e.value for e in EventType]},
-            "data": JSON_VALUE,
+            "data": {
+                **JSON_VALUE,
+                "description": 'retried and failed: {"attempt", "error"}, and "traceback" '
+                "when the handler raised",
+            },
             "created_at": TIME,
         },
         ["id", "workflow_id", "event_type", "created_at"],

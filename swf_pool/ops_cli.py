@@ -14,6 +14,7 @@ import orjson
 from . import argtypes
 from .client import DEFAULT_PRUNE_BATCH, DEFAULT_PRUNE_STATUSES, DEFAULT_RETRY_BATCH, Client
 from .models import DEFAULT_LIST_LIMIT, Event, QueueStats, RunRecord, Status, TypeStats
+from .tracebacks import latest, traceback_of, without_traceback
 
 AddDsn = Callable[[argparse.ArgumentParser], None]
 DEFAULT_WATCH_SECONDS = 2.0
@@ -164,6 +165,7 @@ def runs(args: argparse.Namespace) -> int:
                 return 0
             if args.action == "show":
                 _print_run(run)
+                _print_traceback(latest(events))
                 print()
             _print_events(events)
         elif args.action == "cancel":
@@ -259,10 +261,19 @@ def _print_run(run: RunRecord) -> None:
             print(f"{name + ':':<17}{value}")
 
 
+def _print_traceback(event: Event | None) -> None:
+    """The traceback of the attempt that set `last_error`, if it has one."""
+    text = traceback_of(event)
+    if event is not None and text:
+        print(f"traceback (attempt {event.data.get('attempt')}):")
+        print("\n".join(f"  {line}" for line in text.rstrip("\n").splitlines()))
+
+
 def _print_events(events: Sequence[Event]) -> None:
     print("events:")
     for event in events:
-        data = "" if event.data is None else f"  {_one_line(_json(event.data), 100)}"
+        shown = without_traceback(event.data)
+        data = "" if shown is None else f"  {_one_line(_json(shown), 100)}"
         print(f"  {_when(event.created_at)}  {event.event_type.value:<13}{data}")
 
 

@@ -78,17 +78,27 @@ DEFAULT_POLICY = GoBackoff()
 
 
 def after_failure(
-    run: Claimed, error: str, policy: RetryPolicy, *, permanent: bool, rand: float, now: datetime
+    run: Claimed,
+    error: str,
+    policy: RetryPolicy,
+    *,
+    permanent: bool,
+    rand: float,
+    now: datetime,
+    traceback: str | None = None,
 ) -> Outcome:
-    """The outcome of a failed attempt: a retry at some later time, or the end (`failed`)."""
+    """The outcome of a failed attempt: a retry at some later time, or the end (`failed`).
+    `traceback`: the handler's, for the event's data."""
     error = codec.clean_text(error)
+    trace = None if traceback is None else codec.clean_text(traceback)
     delay = (
         None if permanent or run.attempt >= run.max_attempts else policy.delay(run.attempt, rand)
     )
     if delay is None:
-        return Outcome(run.id, run.attempt, Status.FAILED, error=error)
+        return Outcome(run.id, run.attempt, Status.FAILED, error=error, traceback=trace)
+    retry_at = now + timedelta(seconds=delay)
     return Outcome(
-        run.id, run.attempt, Status.PENDING, error=error, retry_at=now + timedelta(seconds=delay)
+        run.id, run.attempt, Status.PENDING, error=error, retry_at=retry_at, traceback=trace
     )
 
 

@@ -27,6 +27,7 @@ from . import codec
 from .errors import InvalidPayload, PermanentError
 from .handlers import LeaseControl, Registry, Run, load_registry
 from .models import Claimed, LeaseState
+from .tracebacks import format_traceback
 
 
 class Task(NamedTuple):  # a tuple: built per run on the hot path
@@ -50,7 +51,8 @@ _NO_TIME = datetime.fromtimestamp(0, UTC)  # a worker process does not need crea
 
 
 class Result(NamedTuple):  # a tuple: built per run on the hot path
-    """What became of one task: `value` is the JSON result (ok) or the error text."""
+    """What became of one task: `value` is the JSON result (ok) or the error text, `trace` a
+    failed handler's traceback (bounded)."""
 
     seq: int
     ok: bool
@@ -58,9 +60,11 @@ class Result(NamedTuple):  # a tuple: built per run on the hot path
     permanent: bool = False
     started: float = 0.0  # wall clock (time.time()) when the handler began
     duration: float = 0.0
+    trace: str | None = None
 
     def wire(self) -> tuple[Any, ...]:
-        return (self.seq, self.ok, self.value, self.permanent, self.started, self.duration)
+        wire = (self.seq, self.ok, self.value, self.permanent, self.started, self.duration)
+        return wire if self.trace is None else (*wire, self.trace)  # only failures carry one
 
 
 def describe_error(exc: BaseException) -> str:
@@ -79,9 +83,10 @@ def execute(registry: Registry, task: Task, control: LeaseControl, worker_id: st
             raise LookupError(f"no handler for type {task.run.type!r} on {worker_id}")
         value = codec.encode(handler.func(Run(task.run, control)), "result")
     except Exception as exc:
+        duration = time.perf_counter() - clock
         permanent = isinstance(exc, PermanentError | InvalidPayload)
-        error = describe_error(exc)
-        return Result(task.seq, False, error, permanent, started, time.perf_counter() - clock)
+        trace = format_traceback(exc)
+        return Result(task.seq, False, describe_error(exc), permanent, started, duration, trace)
     return Result(task.seq, True, value, False, started, time.perf_counter() - clock)
 
 

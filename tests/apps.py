@@ -84,3 +84,26 @@ def watch_cancel(run: Run) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+@registry.handler("t.divide", retry=Fixed(0))
+def divide(run: Run) -> float:
+    """Fails with ZeroDivisionError, on the line below (the one its traceback names)."""
+    return int(run.payload) / 0
+
+
+@registry.handler("t.recurse", retry=Fixed(0))
+def recurse(run: Run) -> None:
+    """Fails `depth` calls down a recursion of two functions (no frame repeats the one before,
+    so Python's traceback does not fold them), with a long message."""
+    _ping(run.payload["depth"], run.payload["pad"])
+
+
+def _ping(depth: int, pad: int) -> None:
+    if depth <= 0:
+        raise ValueError("bottom " + "y" * pad)
+    _pong(depth - 1, pad)
+
+
+def _pong(depth: int, pad: int) -> None:
+    _ping(depth - 1, pad)

@@ -92,7 +92,9 @@ def test_failure_retries_with_go_backoff_then_fails(client: Client) -> None:
     assert before + timedelta(seconds=66) <= run.run_at <= datetime.now(UTC) + timedelta(seconds=66)
     retried = client.events(run_id)[-1]
     assert retried.event_type is EventType.RETRIED
+    trace = retried.data.pop("traceback")  # the handler's (tests/test_tracebacks.py)
     assert retried.data == {"attempt": 1, "error": "RuntimeError: boom 1"}
+    assert trace.endswith("RuntimeError: boom 1\n")
 
 
 def test_attempts_run_out_into_failed(client: Client) -> None:

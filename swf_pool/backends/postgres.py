@@ -326,6 +326,7 @@ class PostgresBackend:
                     "error": o.error,
                     "retry_at": o.retry_at,
                     "started": o.started,
+                    "traceback": o.traceback,
                 }
                 for o in outcomes
             ),

@@ -328,7 +328,8 @@ class SqliteBackend:
                         _event(db, o.id, EventType.SUCCEEDED, None, now)
                 else:
                     kind = EventType.RETRIED if o.status is Status.PENDING else EventType.FAILED
-                    _event(db, o.id, kind, {"attempt": o.attempt, "error": o.error}, now)
+                    trace = {} if o.traceback is None else {"traceback": o.traceback}
+                    _event(db, o.id, kind, {"attempt": o.attempt, "error": o.error, **trace}, now)
         return done
 
     def heartbeat(

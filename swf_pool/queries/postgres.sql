@@ -161,7 +161,7 @@ FROM claimed CROSS JOIN durable ORDER BY priority, created_at;
 WITH outcome AS MATERIALIZED (
     SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb)
          AS o (id uuid, attempt int, status text, result jsonb, error text, retry_at timestamptz,
-               started float8)
+               started float8, traceback text)
 ), started AS MATERIALIZED (
     SELECT * FROM jsonb_to_recordset(%(started)s::jsonb)
          AS s (id uuid, attempt int, at timestamptz)
@@ -172,7 +172,7 @@ WITH outcome AS MATERIALIZED (
     FROM outcome o
     WHERE r.id = ANY(ARRAY(SELECT id FROM outcome)) AND r.id = o.id AND r.status = 'leased'
       AND r.leased_by = %(worker)s AND r.attempt = o.attempt
-    RETURNING r.id, o.status, o.attempt, o.error, o.started
+    RETURNING r.id, o.status, o.attempt, o.error, o.started, o.traceback
 ), worker AS (
     SELECT jsonb_build_object('worker_id', %(worker)s::text) AS data
 ), events AS (
@@ -188,7 +188,10 @@ WITH outcome AS MATERIALIZED (
         UNION ALL
         SELECT id, CASE status WHEN 'pending' THEN 'retried' ELSE status END,
                CASE WHEN status <> 'succeeded'
-                    THEN jsonb_build_object('attempt', attempt, 'error', error) END,
+                    THEN jsonb_build_object('attempt', attempt, 'error', error)
+                         || CASE WHEN traceback IS NOT NULL
+                                 THEN jsonb_build_object('traceback', traceback)
+                                 ELSE '{}' END END,
                now(), 1
         FROM done WHERE %(audit_full)s OR status <> 'succeeded'
     ) e ORDER BY step
