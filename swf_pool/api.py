@@ -56,6 +56,7 @@ OPEN_PATHS = ("/api/v1/health", "/openapi.json", "/login")  # and /static/
 SUBMIT_FIELDS = ("payload", "priority", "idempotency_key", "max_attempts")
 SCHEDULE_FIELDS = ("payload", "timezone", "priority", "max_attempts", "missed", "catch_up_limit")
 UPDATE_FIELDS = ("cron", *SCHEDULE_FIELDS)
+UNSET_BY_ZERO = ("priority", "max_attempts")
 STATUS = {
     ValidationError: 400,
     RunNotFound: 404,
@@ -365,7 +366,17 @@ def _required(data: dict[str, Any], *names: str) -> None:
 
 
 def _picked(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    return {name: data[name] for name in names if data.get(name) is not None}
+    """The fields given. A `priority` or `max_attempts` of 0 means "not set" (the default,
+    100 and 3), as on the Go server, whose clients send 0 for a field they leave out."""
+    return {
+        name: data[name]
+        for name in names
+        if data.get(name) is not None and not (name in UNSET_BY_ZERO and _zero(data[name]))
+    }
+
+
+def _zero(value: object) -> bool:
+    return type(value) is int and value == 0
 
 
 def _uuid(request: Request) -> str:

@@ -383,3 +383,20 @@ def test_the_live_server_matches_its_openapi_document(postgres_dsn: str, tmp_pat
     assert out.returncode == 0, out.stdout[-4000:]
     assert re.search(r"\d+ generated, \d+ passed", out.stdout), out.stdout[-2000:]
     assert "internal server error" not in "".join(running.output)
+
+
+def test_zero_priority_and_attempts_mean_unset_as_on_the_go_server(
+    server: Server, client: Client
+) -> None:
+    """A Go client sends 0 for the fields it leaves out; the Go server reads 0 as the default."""
+    body = {"type": "a.v1", "priority": 0, "max_attempts": 0}
+    created = server.call("POST", f"{V1}/workflows", body)
+    assert created.status == 201
+    run = client.get(created.body["id"])
+    assert run is not None and (run.priority, run.max_attempts) == (100, 3)
+    made = server.call(
+        "POST", f"{V1}/schedules", {"type": "a.v1", "cron": "0 * * * *", "priority": 0}
+    )
+    assert made.status == 201
+    schedule = client.schedules.get(made.body["id"])
+    assert schedule is not None and (schedule.priority, schedule.max_attempts) == (100, 3)
