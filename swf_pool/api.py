@@ -22,7 +22,7 @@ import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
@@ -330,6 +330,10 @@ class Guard(BaseHTTPMiddleware):
                         log.warning("request %s: %s", request_id, exc)
                     return error(status, str(exc))
             return _fault(request, request_id, exc)
+        except ClientDisconnect:  # it went away mid-body: nobody to answer, nothing wrong here
+            log.info("request %s %s %s: the client went away", request_id, request.method,
+                     request.url.path)  # fmt: skip
+            return error(400, "the client went away before sending the whole body")
         except Exception as exc:
             return _fault(request, request_id, exc)
 

@@ -83,7 +83,7 @@ class Dashboard:
 
     async def _overview(self) -> dict[str, Any]:
         stats: QueueStats = await self.call(self.client.stats)
-        series = await self.call(self.client.throughput, THROUGHPUT_MINUTES)
+        series = await self.call(self.client.throughput, THROUGHPUT_MINUTES + 1)
         return {
             "stats": stats,
             "totals": stats.totals(),
@@ -243,9 +243,10 @@ def _bars(stats: QueueStats) -> list[dict[str, Any]]:
 
 
 def _throughput(series: list[tuple[datetime, int, int]], now: datetime) -> dict[str, Any]:
-    """An SVG polyline per outcome over the last hour, one point a minute."""
+    """An SVG polyline per outcome over the last hour, one point a minute. The minute under
+    way is left out: drawn, it would show as a dip that is not one."""
     start = now.astimezone(UTC).replace(second=0, microsecond=0) - timedelta(
-        minutes=THROUGHPUT_MINUTES - 1
+        minutes=THROUGHPUT_MINUTES
     )
     by_minute = {
         minute.astimezone(UTC).replace(second=0, microsecond=0): (s, f) for minute, s, f in series
@@ -268,6 +269,8 @@ def _throughput(series: list[tuple[datetime, int, int]], now: datetime) -> dict[
         "top": top,
         "total_succeeded": sum(succeeded),
         "total_failed": sum(failed),
+        "minutes": THROUGHPUT_MINUTES,
+        "last": f"{minutes[-1]:%H:%M} UTC",
         "width": CHART_WIDTH,
         "height": CHART_HEIGHT,
     }
