@@ -23,7 +23,18 @@ from .errors import InvalidSchedule
 
 log = logging.getLogger("swf_pool.schedules")
 
-DESCRIPTORS = ("@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@midnight")
+# The Go library parses with robfig/cron's 5 fields and no descriptors (a ticker that meets
+# "@hourly" fires it once, then logs "parser does not accept descriptors" every tick): these
+# are stored as the 5 fields robfig itself gives them.
+DESCRIPTORS: Mapping[str, str] = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
 DEFAULT_CATCH_UP_LIMIT = 10
 MAX_SEARCH = 10_000  # cron candidates examined before a schedule is declared unfireable
 
@@ -72,22 +83,98 @@ class Schedule:
         )
 
 
+@dataclass(frozen=True)
+class _Field:
+    """One field of the Go library's parser (robfig/cron v3): its range and its names."""
+
+    name: str
+    low: int
+    high: int
+    names: Mapping[str, int]
+
+
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_FIELDS = (
+    _Field("minute", 0, 59, {}),
+    _Field("hour", 0, 23, {}),
+    _Field("day of month", 1, 31, {}),
+    _Field("month", 1, 12, {name: number for number, name in enumerate(_MONTHS, 1)}),
+    _Field("day of week", 0, 6, {name: number for number, name in enumerate(_DAYS)}),
+)
+_FIELD_FORMS = "minute hour day-of-month month day-of-week"
+
+
 def validate_cron(expr: object) -> str:
-    """`expr` if it is a 5-field cron expression or a supported @descriptor."""
+    """The expression as it is stored: 5 fields that both swf-pool and the Go library's
+    parser accept (robfig/cron v3: no seconds, no descriptors, no L, W or #, day of week 0-6).
+    A supported @descriptor becomes its 5 fields (`@hourly` is stored as `0 * * * *`)."""
+    text = _five_fields(expr)
+    problem = next(
+        (p for p in map(_go_field_problem, text.split(), _FIELDS) if p is not None), None
+    )
+    if problem is not None:
+        raise InvalidSchedule(
+            f"invalid cron expression {text!r}: {problem} (the Go library's parser refuses it)"
+        )
+    if not croniter.is_valid(text):
+        raise InvalidSchedule(f"invalid cron expression {text!r}: expected {_FIELD_FORMS}")
+    return text
+
+
+def _five_fields(expr: object) -> str:
+    """`expr` with its whitespace collapsed and a supported @descriptor replaced by its
+    5 fields; refuse anything else that does not have 5 fields."""
     if not isinstance(expr, str) or not expr.strip():
         raise InvalidSchedule("cron expression must be a non-empty string")
     text = " ".join(expr.split())
     if text.startswith("@"):
         if text not in DESCRIPTORS:
             raise InvalidSchedule(
-                f"unknown cron descriptor {text!r}: use one of {', '.join(DESCRIPTORS)}"
+                f"unknown cron descriptor {text!r}: use 5 fields ({_FIELD_FORMS}, e.g. "
+                f"'*/5 * * * *' for every 5 minutes) or one of {', '.join(DESCRIPTORS)}"
             )
-    elif len(text.split()) != 5 or not croniter.is_valid(text):
+        return DESCRIPTORS[text]
+    if len(text.split()) != 5:
         raise InvalidSchedule(
-            f"invalid cron expression {text!r}: expected 5 fields "
-            "(minute hour day-of-month month day-of-week)"
+            f"invalid cron expression {text!r}: expected 5 fields ({_FIELD_FORMS})"
         )
     return text
+
+
+def _go_field_problem(text: str, field: _Field) -> str | None:
+    """Why robfig/cron's standard parser refuses `text` as `field`, or None.
+
+    Each comma-separated part is `*` or `?`, a value, or a range `a-b`, optionally with a
+    positive `/step`; a single value with a step runs to the end of the field (`5/15`).
+    Stricter than robfig only in refusing empty parts, signs and `*-n`, which croniter
+    refuses as well."""
+    for part in text.split(","):
+        if not part:
+            return f"{field.name} {text!r}: an empty item in a list"
+        span, slash, step = part.partition("/")
+        if slash and not (step.isascii() and step.isdigit() and int(step) > 0):
+            return f"{field.name} {part!r}: the step must be a positive number"
+        if span in ("*", "?"):
+            continue
+        low, hyphen, high = span.partition("-")
+        start, end = _go_value(low, field), _go_value(high, field) if hyphen else None
+        if start is None or (hyphen and end is None):
+            names = f" or names ({', '.join(field.names)})" if field.names else ""
+            return f"{field.name} {part!r}: expected *, numbers{names}, ranges a-b and steps /n"
+        if end is None:
+            end = field.high if slash else start
+        if not field.low <= start <= field.high or not field.low <= end <= field.high:
+            return f"{field.name} {part!r}: out of range {field.low}-{field.high}"
+        if start > end:
+            return f"{field.name} {part!r}: a range cannot wrap around ({start} > {end})"
+    return None
+
+
+def _go_value(text: str, field: _Field) -> int | None:
+    if text.isascii() and text.isdigit():
+        return int(text)
+    return field.names.get(text.lower())
 
 
 def validate_zone(name: object) -> ZoneInfo:
@@ -138,7 +225,7 @@ def plan(schedule: Schedule, now: datetime) -> FirePlan:
     """Decide the fires of a due schedule (pure: the ticker and the tests share it)."""
     try:
         zone = validate_zone(schedule.timezone)
-        cron = validate_cron(schedule.cron)
+        cron = fireable_cron(schedule.cron)
         fires = [schedule.next_run_at]
         if schedule.missed_policy is MissedPolicy.CATCH_UP:
             while len(fires) < schedule.catch_up_limit:
@@ -149,6 +236,17 @@ def plan(schedule: Schedule, now: datetime) -> FirePlan:
         return FirePlan(fires, next_fire(cron, zone, now))
     except InvalidSchedule as exc:
         return FirePlan([], None, str(exc))
+
+
+def fireable_cron(expr: object) -> str:
+    """A stored expression in the 5 fields the ticker computes fire times from: a descriptor
+    written before it was translated at the door fires as its 5 fields, and a row written
+    before the Go parser's rules were enforced (day of week 7, `L`) keeps firing (creating or
+    changing a schedule goes through the stricter `validate_cron`)."""
+    text = _five_fields(expr)
+    if not croniter.is_valid(text):
+        raise InvalidSchedule(f"invalid cron expression {text!r}: expected {_FIELD_FORMS}")
+    return text
 
 
 def idempotency_key(schedule_id: str, fire: datetime) -> str:
