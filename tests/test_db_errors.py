@@ -16,6 +16,7 @@ import pytest
 from swf_pool import Client, ConnectError, DatabaseError, DataRejected, Submitted, ValidationError
 from swf_pool.backends import postgres as pg_backend
 from swf_pool.backends import sqlite as sqlite_backend
+from swf_pool.models import RunFilter
 
 from .helpers import count, kind, wait_until
 from .test_api import KEY as API_KEY
@@ -192,7 +193,8 @@ def test_postgres_backend_maps_real_errors(postgres_dsn: str) -> None:
         with pytest.raises(DataRejected), backend._conn() as conn:
             conn.execute("SELECT 1/0")
         with pytest.raises(DataRejected):  # refused by psycopg, before the server sees it
-            client.list(idempotency_key="a\x00b")
+            nul = RunFilter(idempotency_key="a\x00b")  # past the client's checks
+            backend.list_runs(nul)
         with pytest.raises(DatabaseError) as timeout, backend._conn() as conn:
             conn.execute("SET statement_timeout = '10ms'")
             conn.execute("SELECT pg_sleep(5)")
