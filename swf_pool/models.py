@@ -28,10 +28,6 @@ class Status(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
-    @property
-    def finished(self) -> bool:
-        return self in (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
-
 
 class Audit(enum.StrEnum):
     """How much of the event trail to write.

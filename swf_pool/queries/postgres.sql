@@ -3,10 +3,6 @@
 -- `%(types)s` / `%(prefixes)s` select the runs a worker serves: exact types, or LIKE patterns
 -- whose literal parts are already escaped.
 
--- schema_version --
-SELECT coalesce(max(version_id), 0) AS version
-FROM goose_db_version WHERE version_id > 0 AND is_applied;
-
 -- version_table_exists --
 SELECT to_regclass('goose_db_version') IS NOT NULL AS present;
 
