@@ -163,3 +163,30 @@ def test_go_times_keep_claim_order_by_string_comparison(sqlite_dsn: str) -> None
         Pool(client, APP, processes=1, executor="thread").drain()
         assert client.get(due).status is Status.SUCCEEDED  # type: ignore[union-attr]
         assert client.get(not_due).status is Status.PENDING  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("payload", ["[1e400]", "[" * 1100 + "]" * 1100])
+def test_a_payload_postgresql_stores_but_this_client_cannot_decode(
+    postgres_dsn: str, payload: str
+) -> None:
+    """Valid jsonb (so the Go library may write it) that orjson refuses: a number beyond a
+    double, nesting deeper than 1024. The run is failed with UndecodableRun, the pool goes on,
+    and the run can still be read."""
+    with Client(postgres_dsn) as client:
+        good = [client.submit("t.echo", i).id for i in range(2)]
+        [row] = sql(
+            postgres_dsn,
+            "INSERT INTO workflow_run (type, payload) VALUES ('t.echo', %s::jsonb) RETURNING id",
+            (payload,),
+        )
+        bad = str(row["id"])
+        stats = Pool(client, APP, processes=1, executor="thread").drain()  # does not raise
+        assert stats.succeeded == 2
+        assert [client.get(i).status for i in good] == [Status.SUCCEEDED] * 2  # type: ignore[union-attr]
+        run = client.get(bad)
+        assert run is not None and run.status is Status.FAILED and run.attempt == 1
+        assert run.last_error is not None
+        assert run.last_error.startswith(f"UndecodableRun: payload of run {bad}:")
+        assert isinstance(run.payload, str)  # its text, as stored
+        failed = [e.data for e in client.events(bad) if e.event_type is EventType.FAILED]
+        assert failed == [{"attempt": 1, "error": run.last_error}]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -18,9 +19,16 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .. import queries
+from .. import codec, queries
 from ..dsn import PostgresTarget, redact
-from ..errors import ConnectError, DatabaseError, DataRejected, MigrationError, SchemaNotReady
+from ..errors import (
+    ConnectError,
+    DatabaseError,
+    DataRejected,
+    MigrationError,
+    SchemaNotReady,
+    UndecodableRun,
+)
 from ..migrate import Migration
 from ..models import (
     Claimed,
@@ -42,6 +50,7 @@ from . import Fired, Planner, lease_state
 if TYPE_CHECKING:
     from ..listener import Listener
 
+log = logging.getLogger("swf_pool.postgres")
 Q = queries.load("postgres")
 CONNECT_TIMEOUT_SECONDS = 10.0
 IDLE_CHECK_SECONDS = 1.0  # a connection unused this long is checked before it is handed out
@@ -165,7 +174,7 @@ class PostgresBackend:
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(self._search_path)
-        set_json_loads(orjson.loads, conn)
+        set_json_loads(_loads, conn)
 
     def close(self) -> None:
         self._pool.close()
@@ -306,7 +315,17 @@ class PostgresBackend:
             "lease": lease_seconds,
             "audit_full": audit_full,
         }
-        return list(map(Claimed._make, self._tuples("claim", params)))
+        claimed = list(map(Claimed._make, self._tuples("claim", params)))
+        bad = [run for run in claimed if isinstance(run.payload, Undecodable)]
+        if not bad:
+            return claimed
+        failures = [
+            {"id": run.id, "attempt": run.attempt, "error": _undecodable(run)} for run in bad
+        ]
+        for failure in failures:
+            log.warning("failed run %s: %s", failure["id"], failure["error"])
+        self._rows("fail_undecodable", {"worker": worker_id, "runs": _json(failures)})
+        return [run for run in claimed if not isinstance(run.payload, Undecodable)]
 
     def complete(
         self,
@@ -490,6 +509,28 @@ def _submit(
         else Submitted(r.id, True)
         for r in runs
     ]
+
+
+class Undecodable(str):
+    """JSON the server stored (valid jsonb) that orjson will not take: a number beyond a
+    double, nesting deeper than 1024. Kept as its text, with why."""
+
+    reason = ""
+
+
+def _loads(data: str | bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        text = Undecodable(data.decode(errors="replace") if isinstance(data, bytes) else data)
+        text.reason = str(exc)
+        return text
+
+
+def _undecodable(run: Claimed) -> str:
+    shown = codec.clean_text(repr(str(run.payload)), 200)
+    why = f"payload of run {run.id}: {shown} cannot be decoded here ({run.payload.reason})"
+    return codec.clean_text(f"{UndecodableRun.__name__}: {why}", 1000)
 
 
 def _json(rows: Iterable[dict[str, Any]]) -> str:

@@ -194,6 +194,25 @@ WITH outcome AS MATERIALIZED (
 )
 SELECT id::text, attempt FROM done;  -- a `Lease` per row
 
+-- fail_undecodable --
+-- Claimed runs whose payload this client cannot decode (valid jsonb no JSON parser here takes:
+-- a number beyond a double, nesting deeper than 1024): failed at once, saying why, so that
+-- they cannot stop the pool; fenced like a completion.
+WITH bad AS MATERIALIZED (
+    SELECT * FROM jsonb_to_recordset(%(runs)s::jsonb) AS b (id uuid, attempt int, error text)
+), failed AS (
+    UPDATE workflow_run r
+    SET status = 'failed', lease_until = NULL, last_error = b.error, updated_at = now()
+    FROM bad b
+    WHERE r.id = ANY(ARRAY(SELECT id FROM bad)) AND r.id = b.id AND r.status = 'leased'
+      AND r.leased_by = %(worker)s AND r.attempt = b.attempt
+    RETURNING r.id, b.attempt, b.error
+), events AS (
+    INSERT INTO workflow_event (workflow_id, event_type, data)
+    SELECT id, 'failed', jsonb_build_object('attempt', attempt, 'error', error) FROM failed
+)
+SELECT id FROM failed;
+
 -- release --
 -- Give back runs that were claimed but never started: pending again, the attempt not spent.
 WITH leases AS MATERIALIZED (
