@@ -75,7 +75,7 @@ class Client:
         pool_size: int = DEFAULT_POOL_SIZE,
     ) -> None:
         self.audit = _audit(audit)
-        self.backend: Backend = open_backend(dsn, pool_size=pool_size)
+        self.backend: Backend = open_backend(dsn, pool_size=pool_size, create=migrate)
         try:
             if migrate:
                 migrate_up(self.backend)

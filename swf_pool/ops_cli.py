@@ -102,8 +102,8 @@ def status(args: argparse.Namespace) -> None:
             if args.json:
                 print(orjson.dumps(stats.to_json()).decode(), flush=True)
             else:
-                if args.watch:
-                    print("\x1b[H\x1b[2J", end="")  # clear the screen
+                if args.watch and sys.stdout.isatty():
+                    print("\x1b[H\x1b[2J", end="")  # clear the screen (a file gets each view)
                 print(render_status(stats, client.backend.description), flush=True)
             if not args.watch:
                 return
@@ -232,12 +232,22 @@ def _print_runs(found: Sequence[RunRecord]) -> None:
     if not found:
         print("no runs")
         return
-    for run in found:
-        error = f"  {_one_line(run.last_error, 60)}" if run.last_error else ""
-        print(
-            f"{run.id}  {run.status.value:<9}  {run.type}  attempt {run.attempt}/"
-            f"{run.max_attempts}  {_when(run.updated_at)}{error}"
+    header = ("ID", "STATUS", "TYPE", "ATTEMPT", "UPDATED", "LAST ERROR")
+    rows = [
+        (
+            run.id,
+            run.status.value,
+            run.type,
+            f"{run.attempt}/{run.max_attempts}",
+            _when(run.updated_at),
+            _one_line(run.last_error, 60) if run.last_error else "",
         )
+        for run in found
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]).rstrip())
 
 
 def _print_run(run: RunRecord) -> None:

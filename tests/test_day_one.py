@@ -15,6 +15,8 @@ import pytest
 
 from swf_pool import Client, Status, ValidationError
 
+from .helpers import wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 SWF_POOL = str(Path(sys.executable).parent / "swf-pool")  # the installed entry point
 
@@ -171,3 +173,38 @@ def test_drain_waits_for_retries_due_soon_and_says_what_is_left(sqlite_dsn: str)
     assert re.search(
         r"1 run\(s\) left scheduled for later; the next is due in (60\.0m|1\.0h)", out.stderr
     )
+
+
+def test_status_on_a_mistyped_sqlite_path_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "typo.db"
+    out = command("status", "--dsn", f"sqlite:///{missing}")
+    assert out.returncode == 1 and "no SQLite database at" in out.stderr
+    assert not missing.exists()
+
+
+def test_runs_list_has_a_header_and_aligned_columns(sqlite_dsn: str) -> None:
+    with Client(sqlite_dsn) as client:
+        client.submit("a.v1")
+        client.submit("a.much.longer.type.v1")
+    lines = command("runs", "list", "--dsn", sqlite_dsn).stdout.splitlines()
+    assert lines[0].split()[:4] == ["ID", "STATUS", "TYPE", "ATTEMPT"]
+    starts = {line.index("0/3") for line in lines[1:]}  # the attempt column lines up
+    assert len(starts) == 1 and lines[0].index("ATTEMPT") in starts
+
+
+def test_status_watch_into_a_file_writes_no_screen_codes(sqlite_dsn: str, tmp_path: Path) -> None:
+    out_file = tmp_path / "status.txt"
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    with (
+        out_file.open("w") as out,
+        subprocess.Popen(
+            [SWF_POOL, "status", "--watch", "0.05", "--dsn", sqlite_dsn],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            env=environment,
+        ) as proc,
+    ):
+        wait_until(lambda: out_file.read_text().count(" UTC") >= 2, 30)
+        proc.terminate()
+    text = out_file.read_text()
+    assert "\x1b" not in text and "TYPE" in text

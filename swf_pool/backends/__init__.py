@@ -114,8 +114,9 @@ class Backend(Protocol):
     def next_schedule_due(self) -> datetime | None: ...
 
 
-def open_backend(dsn: str | Target, *, pool_size: int = 4) -> Backend:
-    """Connect to the database named by `dsn` (see `swf_pool.dsn`)."""
+def open_backend(dsn: str | Target, *, pool_size: int = 4, create: bool = True) -> Backend:
+    """Connect to the database named by `dsn` (see `swf_pool.dsn`). `create`: a SQLite file
+    that does not exist yet may be made (else that is a `ConnectError`: a mistyped path)."""
     target = parse_dsn(dsn) if isinstance(dsn, str) else dsn
     if isinstance(target, PostgresTarget):
         from .postgres import PostgresBackend
@@ -123,7 +124,7 @@ def open_backend(dsn: str | Target, *, pool_size: int = 4) -> Backend:
         return PostgresBackend(target, pool_size=pool_size)
     from .sqlite import SqliteBackend
 
-    return SqliteBackend(target)
+    return SqliteBackend(target, create=create)
 
 
 def lease_state(held: bool, status: str | None) -> LeaseState:

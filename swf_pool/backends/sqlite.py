@@ -7,6 +7,7 @@ share one database file (WAL mode; each waits its turn up to the busy timeout).
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import uuid
@@ -102,10 +103,15 @@ def _undecodable(row: dict[str, Any], column: str, why: str) -> UndecodableRun:
 class SqliteBackend:
     kind = "sqlite"
 
-    def __init__(self, target: SqliteTarget) -> None:
+    def __init__(self, target: SqliteTarget, *, create: bool = True) -> None:
         self.target = target
         self.description = f"sqlite {target.path}"
         self._lock = threading.RLock()
+        if not create and target.path != ":memory:" and not os.path.exists(target.path):
+            raise ConnectError(
+                f"no SQLite database at {target.path!r}: check the path, or create it with "
+                "`swf-pool migrate up` (or --auto-migrate)"
+            )
         try:
             self._db = sqlite3.connect(
                 target.path,
