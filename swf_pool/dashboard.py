@@ -267,8 +267,9 @@ def _throughput(series: list[tuple[datetime, int, int]], now: datetime) -> dict[
         "succeeded": points(succeeded),
         "failed": points(failed),
         "top": top,
-        "total_succeeded": sum(succeeded),
-        "total_failed": sum(failed),
+        # the totals count the minute under way too: only its point would mislead
+        "total_succeeded": sum(s for minute, s, _ in series if minute.astimezone(UTC) >= start),
+        "total_failed": sum(f for minute, _, f in series if minute.astimezone(UTC) >= start),
         "minutes": THROUGHPUT_MINUTES,
         "last": f"{minutes[-1]:%H:%M} UTC",
         "width": CHART_WIDTH,
