@@ -116,7 +116,7 @@ class Backend(Protocol):
 
 def open_backend(dsn: str | Target, *, pool_size: int = 4, create: bool = True) -> Backend:
     """Connect to the database named by `dsn` (see `swf_pool.dsn`). `create`: a SQLite file
-    that does not exist yet may be made (else that is a `ConnectError`: a mistyped path)."""
+    that does not exist yet may be made (else that is `SchemaNotReady`: a mistyped path?)."""
     target = parse_dsn(dsn) if isinstance(dsn, str) else dsn
     if isinstance(target, PostgresTarget):
         from .postgres import PostgresBackend

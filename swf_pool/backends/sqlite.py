@@ -108,7 +108,7 @@ class SqliteBackend:
         self.description = f"sqlite {target.path}"
         self._lock = threading.RLock()
         if not create and target.path != ":memory:" and not os.path.exists(target.path):
-            raise ConnectError(
+            raise SchemaNotReady(
                 f"no SQLite database at {target.path!r}: check the path, or create it with "
                 "`swf-pool migrate up` (or --auto-migrate)"
             )
