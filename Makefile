@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUNTIME := $(VENV)/.runtime
 
-.PHONY: all install run test torture lint format mypy bench bench-quick clean
+.PHONY: all install run test torture lint format mypy bench bench-quick bench-peers clean
 
 all: lint mypy test
 
@@ -76,6 +76,11 @@ bench-quick: $(STAMP)
 	$(BIN)/python -m bench.remote --quick
 	$(BIN)/python -m bench.wakeup --quick
 	$(BIN)/python -m bench.report --quick
+
+# swf-pool against PgQueuer on the same database (an optional extra; not part of `make bench`)
+bench-peers: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[peers]'
+	$(BIN)/python -m bench.peers
 
 clean:
 	rm -rf $(VENV) demo.db demo.db-wal demo.db-shm .pytest_cache .mypy_cache .ruff_cache
