@@ -224,6 +224,33 @@ def _commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def middle_rate(
+    done: Callable[[], int], runs: int, procs: list[subprocess.Popen[bytes]], what: str
+) -> float:
+    """Runs/s of the processes `procs` draining `runs` runs, between 10 % and 90 % done
+    (start-up and the tail left out), `done()` read every 20 ms; each process must exit 0."""
+    marks: dict[int, float] = {}
+    low, high = runs // 10, runs - runs // 10
+    deadline = time.monotonic() + 600
+    try:
+        while len(marks) < 2 and time.monotonic() < deadline:
+            ended = all(proc.poll() is not None for proc in procs)
+            count, now = done(), time.perf_counter()
+            for mark in (low, high):
+                if count >= mark and mark not in marks:
+                    marks[mark] = now
+            if ended:
+                break  # done or not: the checks below tell
+            time.sleep(0.02)
+    finally:
+        for proc in procs:
+            if proc.wait(timeout=120) != 0:
+                raise RuntimeError(f"{what} exited with status {proc.returncode}")
+    if len(marks) < 2:
+        raise RuntimeError(f"{what} did not drain {runs} runs")
+    return (high - low) / (marks[high] - marks[low])
+
+
 def markdown(name: str, results: dict[str, Any]) -> str:
     cells = " | ".join(f"{k}: {v}" for k, v in results.items())
     return f"| {name} | {cells} |"

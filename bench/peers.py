@@ -43,7 +43,7 @@ from psycopg.conninfo import conninfo_to_dict
 from swf_pool.dsn import PostgresTarget, parse_dsn
 from swf_pool.threads import Background
 
-from .common import Scratch, _cpu_by_pid, parser, quick, report
+from .common import Scratch, _cpu_by_pid, middle_rate, parser, quick, report
 from .remote import drain
 
 if TYPE_CHECKING:
@@ -255,28 +255,13 @@ def _pgq_run(
         for _ in range(processes)
     ]
     query = f'SELECT count(*) FROM "{schema}".pgqueuer'.encode()  # noqa: S608
-    seen: dict[int, float] = {}
-    low, high = runs // 10, runs - runs // 10
-    deadline = time.monotonic() + 600
-    try:
-        while len(seen) < 2 and time.monotonic() < deadline:
-            if all(proc.poll() is not None for proc in procs):
-                break  # ended, done or not: the checks below tell
-            with psycopg.connect(conninfo, autocommit=True) as conn:  # as bench.remote polls
-                row = conn.execute(query).fetchone()
-            done = runs - (int(row[0]) if row else runs)
-            now = time.perf_counter()
-            for mark in (low, high):
-                if done >= mark and mark not in seen:
-                    seen[mark] = now
-            time.sleep(0.02)
-    finally:
-        for proc in procs:
-            if proc.wait(timeout=120) != 0:
-                raise RuntimeError(f"a PgQueuer process exited with status {proc.returncode}")
-    if len(seen) < 2:
-        raise RuntimeError(f"PgQueuer did not drain {runs} jobs")
-    return (high - low) / (seen[high] - seen[low])
+
+    def done() -> int:
+        with psycopg.connect(conninfo, autocommit=True) as conn:  # as bench.remote polls
+            row = conn.execute(query).fetchone()
+        return runs - (int(row[0]) if row else runs)
+
+    return middle_rate(done, runs, procs, "a PgQueuer process")
 
 
 def checkpoint(conninfo: str) -> None:

@@ -17,7 +17,6 @@ import statistics
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import psycopg
@@ -26,7 +25,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from swf_pool.dsn import PostgresTarget, parse_dsn
 from swf_pool.threads import Background
 
-from .common import Scratch, fill, parser, quick, report
+from .common import Scratch, fill, middle_rate, parser, quick, report
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,22 +117,7 @@ def drain(dsn: str, pool_dsn: str, runs: int, pools: int, extra: list[str]) -> f
         )
         for _ in range(pools)
     ]
-    marks: dict[int, float] = {}
-    low, high = runs // 10, runs - runs // 10
-    deadline = time.monotonic() + 600
-    try:
-        while len(marks) < 2 and time.monotonic() < deadline:
-            done = succeeded(dsn)
-            now = time.perf_counter()
-            for mark in (low, high):
-                if done >= mark and mark not in marks:
-                    marks[mark] = now
-            time.sleep(0.02)
-    finally:
-        for proc in procs:
-            if proc.wait(timeout=120) != 0:
-                raise RuntimeError(f"a pool exited with status {proc.returncode}")
-    return (high - low) / (marks[high] - marks[low])
+    return middle_rate(lambda: succeeded(dsn), runs, procs, "a pool")
 
 
 def main() -> None:
