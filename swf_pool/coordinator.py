@@ -201,7 +201,6 @@ class Pool:
                 self.pending.extend(claimer.claim(self._room(), now, inline))
                 self._adapt_prefetch()
                 inline = False
-            now = time.monotonic()
         self._dispatch()
         busy = self.ledger or claimer.busy() or flusher.busy()
         return not busy and not claimer.wanted and not claimer.due_within(DRAIN_WAIT_SECONDS)

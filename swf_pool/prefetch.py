@@ -30,18 +30,16 @@ class Prefetch:
         if self.adaptive:
             self.run_seconds = _average(self.run_seconds, seconds)
 
-    def claimed(self, seconds: float) -> bool:
-        """A claim took `seconds`; True if the prefetch changed."""
+    def claimed(self, seconds: float) -> None:
+        """A claim took `seconds`."""
         if not self.adaptive:
-            return False
+            return
         self.claim_seconds = _average(self.claim_seconds, seconds)
         if self.run_seconds is None:
-            return False
+            return
         rate = self.processes / max(self.run_seconds, 1e-6)
         wanted = math.ceil(2 * self.claim_seconds * rate)
-        value = max(self.processes, min(wanted, (1 + self.claims_at_once) * self.batch_size))
-        changed, self.value = value != self.value, value
-        return changed
+        self.value = max(self.processes, min(wanted, (1 + self.claims_at_once) * self.batch_size))
 
 
 def _average(mean: float | None, value: float) -> float:

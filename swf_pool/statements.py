@@ -6,7 +6,7 @@ at the same time instead of taking turns. Each thread takes a pooled connection 
 statement, so `threads` statements can be in flight at once: enough of them hide the round
 trip and the commit of each, which is what bounds one pool on a remote or many-core database.
 
-`Backoff` is the pause both kinds share after the database failed them.
+`Backoff` is the pause each kind keeps after the database failed it.
 """
 
 from __future__ import annotations

@@ -41,9 +41,10 @@ def shares(processes: int, coordinators: int) -> list[int]:
 
 def supervise(argv: Sequence[str], processes: int, coordinators: int, worker_id: str | None) -> int:
     """Run `coordinators` children of `swf-pool <argv>` and wait for all of them."""
+    split = shares(processes, coordinators)
     watched, stop = os.pipe()
     children = []
-    for number, share in enumerate(shares(processes, coordinators), start=1):
+    for number, share in enumerate(split, start=1):
         extra = ["--coordinators", "1", "--processes", str(share)]
         if worker_id:
             extra += ["--worker-id", f"{worker_id}-{number}"]
@@ -59,7 +60,7 @@ def supervise(argv: Sequence[str], processes: int, coordinators: int, worker_id:
         "%d coordinators (pids %s) with %s worker processes",
         coordinators,
         ", ".join(str(c.pid) for c in children),
-        " + ".join(map(str, shares(processes, coordinators))),
+        " + ".join(map(str, split)),
     )
     signals: list[int] = []
 
