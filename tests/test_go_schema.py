@@ -310,7 +310,7 @@ def test_a_go_migrated_database_ends_with_the_same_indexes(
     # down leaves the Go library's indexes where the Go library created them
     backend = open_backend(go_migrated)
     try:
-        assert [m.version for m in migrations.down(backend)] == [8]
+        assert [m.version for m in migrations.down(backend, steps=2)] == [9, 8]
         assert set(GO_INDEXES) <= set(pg_indexes(go_migrated))
         migrations.up(backend)
     finally:
@@ -320,11 +320,11 @@ def test_a_go_migrated_database_ends_with_the_same_indexes(
 
 def test_postgres_down_then_up(postgres_dsn: str, pg_backend: Backend) -> None:
     migrated = pg_indexes(postgres_dsn)
-    assert [m.version for m in migrations.down(pg_backend)] == [8]
+    assert [m.version for m in migrations.down(pg_backend, steps=2)] == [9, 8]
     assert not ADDED & set(pg_indexes(postgres_dsn))  # the indexes 0008 created are gone
     for table, columns in GO_NOT_NULL.items():  # the NOT NULLs stay: they are Go's schema
         assert columns <= pg_not_null(postgres_dsn)[table]
-    assert [m.version for m in migrations.up(pg_backend)] == [8]
+    assert [m.version for m in migrations.up(pg_backend)] == [8, 9]
     assert pg_indexes(postgres_dsn) == migrated
     with Client(postgres_dsn) as client:  # ready: every migration applied
         client.schedule("after.v1", cron="@hourly")
@@ -376,10 +376,10 @@ def upgrade_from_7(dsn: str) -> None:
     try:
         at_version_7(backend)
         insert_nulls(dsn)
-        assert [m.version for m in migrations.up(backend)] == [8]
+        assert [m.version for m in migrations.up(backend)] == [8, 9]
         check_upgraded(dsn)
-        assert [m.version for m in migrations.down(backend)] == [8]
-        assert [m.version for m in migrations.up(backend)] == [8]
+        assert [m.version for m in migrations.down(backend, steps=2)] == [9, 8]
+        assert [m.version for m in migrations.up(backend)] == [8, 9]
         check_upgraded(dsn)
     finally:
         backend.close()
@@ -437,8 +437,8 @@ def test_sqlite_has_every_go_not_null_column_and_index(sqlite_dsn: str) -> None:
 def test_sqlite_down_then_up(sqlite_dsn: str) -> None:
     backend = open_backend(sqlite_dsn)
     try:
-        assert [m.version for m in migrations.down(backend)] == [8]
-        assert [m.version for m in migrations.up(backend)] == [8]
+        assert [m.version for m in migrations.down(backend, steps=2)] == [9, 8]
+        assert [m.version for m in migrations.up(backend)] == [8, 9]
     finally:
         backend.close()
     check_sqlite_schema(sqlite_dsn)

@@ -140,17 +140,17 @@ def test_sqlite_schema_has_the_contract_columns(sqlite_dsn: str) -> None:
 def test_up_down_up_and_status(pg_empty: str) -> None:
     backend = open_backend(pg_empty)
     try:
-        assert [applied for _, applied in migrations.status(backend)] == [False] * 8
-        assert [m.version for m in migrations.up(backend)] == [1, 2, 3, 4, 5, 6, 7, 8]
+        assert [applied for _, applied in migrations.status(backend)] == [False] * 9
+        assert [m.version for m in migrations.up(backend)] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
         assert migrations.up(backend) == []
-        assert [applied for _, applied in migrations.status(backend)] == [True] * 8
-        assert [m.version for m in migrations.down(backend, steps=8)] == [8, 7, 6, 5, 4, 3, 2, 1]
+        assert [applied for _, applied in migrations.status(backend)] == [True] * 9
+        assert [m.version for m in migrations.down(backend, steps=9)] == [9, 8, 7, 6, 5, 4, 3, 2, 1]
         assert "workflow_run" not in pg_columns(pg_empty)
         migrations.up(backend)
         assert pg_columns(pg_empty)["workflow_run"] == CONTRACT["workflow_run"]
         # goose's own table records the versions, so goose sees the same state
         versions = sql(pg_empty, "SELECT version_id FROM workflow.goose_db_version ORDER BY id")
-        assert [r["version_id"] for r in versions] == [0, 1, 2, 3, 4, 5, 6, 7, 8]
+        assert [r["version_id"] for r in versions] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
     finally:
         backend.close()
 

@@ -1,0 +1,127 @@
+"""The fleet on SQLite: the pools' rows, the type controls, and the claim's choice of pending
+runs when some of the types it asks for are paused or limited (`sqlite_fleet.sql`).
+
+SQLite has one writer: the claim's transaction holds the whole database, so the leases it
+counts and the tokens it spends cannot change under it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from .. import codec, queries
+from ..fleet import (
+    BURST_SECONDS,
+    FORGET_AFTER_BEATS,
+    LOST_AFTER_BEATS,
+    ControlChange,
+    PoolMember,
+    TypeControl,
+)
+from ..gotime import parse_time
+
+Q = queries.load("sqlite_fleet")
+
+
+def join_pool(db: sqlite3.Connection, member: PoolMember, now: str) -> None:
+    db.execute(Q["join_pool"], {**member.params(), "now": now})
+
+
+def beat(db: sqlite3.Connection, member: PoolMember, now: str) -> None:
+    """The heartbeat's part: renew this pool's row, forget pools long gone."""
+    db.execute(Q["pool_beat"], {**member.params(), "now": now})
+    db.execute(Q["forget_pools"], {"now": now, "forget_after": FORGET_AFTER_BEATS})
+
+
+def leave_pool(db: sqlite3.Connection, pool_id: str) -> None:
+    db.execute(Q["leave_pool"], {"pool_id": pool_id})
+
+
+def pools(db: sqlite3.Connection, now: str) -> list[PoolMember]:
+    params = {"now": now, "lost_after": LOST_AFTER_BEATS, "forget_after": FORGET_AFTER_BEATS}
+    return [
+        PoolMember.from_row(_times(dict(row), "started_at", "last_seen"))
+        for row in db.execute(Q["list_pools"], params)
+    ]
+
+
+def type_controls(db: sqlite3.Connection) -> list[TypeControl]:
+    return [TypeControl.from_row(dict(row)) for row in db.execute(Q["type_controls"])]
+
+
+def control_type(db: sqlite3.Connection, change: ControlChange, now: str) -> TypeControl:
+    row = db.execute(Q["control_type"], {**change.params(), "now": now}).fetchone()
+    return TypeControl.from_row(dict(row))
+
+
+def pending(
+    db: sqlite3.Connection, match: dict[str, Any], limit: int, moment: datetime
+) -> list[str] | None:
+    """The pending runs a claim takes, in claim order, honouring the type controls; None
+    when none of the types asked for is paused or limited (the plain claim then serves)."""
+    held = [dict(row) for row in db.execute(Q["held_types"], match)]
+    if not held:
+        return None
+    now = match["now"]
+    names = [row["type"] for row in held]
+    found = _free(db, match, limit, names)
+    spent: dict[str, float] = {}
+    for control in held:
+        allowance, tokens = _allowance(db, control, limit, moment)
+        if tokens is not None:
+            spent[control["type"]] = tokens
+        if allowance > 0:
+            params = {"type": control["type"], "now": now, "limit": allowance}
+            found += [dict(row) for row in db.execute(Q["pending_of_type"], params)]
+    found.sort(key=lambda row: (row["priority"], row["created_at"]))
+    taken = found[:limit]
+    for name, tokens in spent.items():
+        left = tokens - sum(1 for row in taken if row["type"] == name)
+        db.execute(Q["spend_tokens"], {"type": name, "tokens": left, "now": now})
+    return [row["id"] for row in taken]
+
+
+def _free(
+    db: sqlite3.Connection, match: dict[str, Any], limit: int, held: list[str]
+) -> list[dict[str, Any]]:
+    """Pending runs of the types that are neither paused nor limited: type by type where the
+    claim names its types (a paused type's backlog is not walked), else by prefix."""
+    types = codec.decode(match["types"])
+    if codec.decode(match["prefixes"]):
+        params = {**match, "held": codec.encode(held), "limit": limit}
+        return [dict(row) for row in db.execute(Q["pending_free"], params)]
+    found: list[dict[str, Any]] = []
+    for name in types:
+        if name not in held:
+            params = {"type": name, "now": match["now"], "limit": limit}
+            found += [dict(row) for row in db.execute(Q["pending_of_type"], params)]
+    return found
+
+
+def _allowance(
+    db: sqlite3.Connection, control: dict[str, Any], limit: int, moment: datetime
+) -> tuple[int, float | None]:
+    """How many runs of this type the claim may take, and its tokens now (None: no rate)."""
+    if control["paused"]:
+        return 0, None
+    allowance = limit
+    if control["concurrency"] is not None:
+        [leased] = db.execute(Q["leased_count"], {"type": control["type"]}).fetchone()
+        allowance = min(allowance, control["concurrency"] - leased)
+    tokens = None
+    if control["rate_limit"] is not None:
+        per_second = control["rate_limit"] / control["rate_seconds"]
+        refilled = parse_time(control["refilled_at"])
+        elapsed = max(0.0, (moment - refilled).total_seconds()) if refilled else 0.0
+        cap = max(1.0, BURST_SECONDS * per_second)
+        tokens = min(cap, control["tokens"] + per_second * elapsed)
+        allowance = min(allowance, int(tokens))
+    return allowance, tokens
+
+
+def _times(row: dict[str, Any], *columns: str) -> dict[str, Any]:
+    for column in columns:
+        row[column] = parse_time(row[column])
+    return row

@@ -1,0 +1,217 @@
+"""The fleet: the pools that serve one database, and the controls on each run type.
+
+Every pool keeps a row in `swf_pool` (written when it starts, renewed by the heartbeat it
+already sends, deleted when it stops cleanly). A pool not seen for `LOST_AFTER_BEATS` of its
+heartbeats is shown as lost; after `FORGET_AFTER_BEATS` its row is removed by the next
+heartbeat of any pool. `swf_type_control` holds what operators (or a handler's declaration)
+set per type: a pause, a concurrency limit and a rate limit, honoured by every pool's claim.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .errors import ValidationError
+
+LOST_AFTER_BEATS = 3  # missed heartbeats before a pool is shown as lost
+FORGET_AFTER_BEATS = 60  # missed heartbeats before its row is removed
+RATE_WINDOW_SECONDS = 60.0  # a pool's runs/s is measured over the last minute
+MAX_LIMIT = 1_000_000  # a concurrency or a rate count beyond this is a typo
+# A rate limit's token bucket holds this many seconds' worth (at least one token), so that no
+# minute sees more than 5 % over the limit; the same number is in swf_tokens (migration 0009).
+BURST_SECONDS = 3.0
+
+_PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(\d*\.?\d*)\s*(s|sec|second|m|min|minute|h|hour|d|day)s?\s*")
+
+
+@dataclass(frozen=True)
+class Rate:
+    """At most `limit` starts per `seconds`, over every pool."""
+
+    limit: int
+    seconds: float
+
+    @classmethod
+    def parse(cls, text: str | Rate) -> Rate:
+        """'100/m', '10/s', '5000/h', '1/30s': a count per period (s, m, h or d)."""
+        if isinstance(text, Rate):
+            return text
+        match = _RATE.fullmatch(text) if isinstance(text, str) else None
+        if match is None:
+            raise ValidationError(
+                f"rate must look like '100/m' (a count per s, m, h or d), got {text!r}"
+            )
+        count, multiple, unit = match.groups()
+        seconds = float(multiple or 1) * _PERIODS[unit[0]]
+        return cls(_count("rate", int(count)), _positive_seconds(seconds, text))
+
+    def __str__(self) -> str:
+        for unit, seconds in _PERIODS.items():
+            if self.seconds == seconds:
+                return f"{self.limit}/{unit}"
+        return f"{self.limit}/{self.seconds:g}s"
+
+
+@dataclass(frozen=True)
+class TypeControl:
+    """What holds a type back: a pause, a concurrency limit, a rate limit."""
+
+    type: str
+    paused: bool = False
+    concurrency: int | None = None
+    rate: Rate | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> TypeControl:
+        rate = None
+        if row["rate_limit"] is not None:
+            rate = Rate(int(row["rate_limit"]), float(row["rate_seconds"]))
+        return cls(row["type"], bool(row["paused"]), row["concurrency"], rate)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "paused": self.paused,
+            "concurrency": self.concurrency,
+            "rate": None if self.rate is None else str(self.rate),
+        }
+
+
+@dataclass(frozen=True)
+class ControlChange:
+    """A change to one type's controls; what is not set is kept."""
+
+    type: str
+    paused: bool | None = None  # None: keep
+    concurrency: int | None = None
+    set_concurrency: bool = False  # False: keep the concurrency limit (None with True: remove)
+    rate: Rate | None = None
+    set_rate: bool = False
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "paused": self.paused,
+            "concurrency": self.concurrency,
+            "set_concurrency": self.set_concurrency,
+            "rate_limit": None if self.rate is None else self.rate.limit,
+            "rate_seconds": None if self.rate is None else self.rate.seconds,
+            "set_rate": self.set_rate,
+        }
+
+
+def concurrency(value: object) -> int | None:
+    """A concurrency limit: a positive count, or None for none."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"concurrency must be a whole number, got {value!r}")
+    return _count("concurrency", value)
+
+
+@dataclass(frozen=True)
+class PoolMember:
+    """One pool as the fleet sees it."""
+
+    id: str
+    host: str
+    pid: int
+    version: str
+    processes: int
+    executor: str
+    types: tuple[str, ...]
+    beat_seconds: float
+    started_at: datetime | None = None
+    last_seen: datetime | None = None
+    in_flight: int = 0
+    per_second: float = 0.0
+    lost: bool = False
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> PoolMember:
+        types = row["types"]
+        return cls(
+            id=row["id"],
+            host=row["host"],
+            pid=int(row["pid"]),
+            version=row["version"],
+            processes=int(row["processes"]),
+            executor=row["executor"],
+            types=tuple(json.loads(types) if isinstance(types, str) else types),
+            beat_seconds=float(row["beat_seconds"]),
+            started_at=row["started_at"],
+            last_seen=row["last_seen"],
+            in_flight=int(row["in_flight"]),
+            per_second=float(row["per_second"]),
+            lost=bool(row["lost"]),
+        )
+
+    def params(self) -> dict[str, Any]:
+        """The columns a heartbeat writes."""
+        return {
+            "pool_id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "version": self.version,
+            "processes": self.processes,
+            "executor": self.executor,
+            "types": json.dumps(list(self.types)),
+            "beat_seconds": self.beat_seconds,
+            "in_flight": self.in_flight,
+            "per_second": self.per_second,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "version": self.version,
+            "processes": self.processes,
+            "executor": self.executor,
+            "types": list(self.types),
+            "started_at": _iso(self.started_at),
+            "last_seen": _iso(self.last_seen),
+            "in_flight": self.in_flight,
+            "per_second": round(self.per_second, 1),
+            "state": "lost" if self.lost else "live",
+        }
+
+
+class RateWindow:
+    """Runs finished per second over the last minute, from a running total."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self.clock = clock
+        self.samples: deque[tuple[float, int]] = deque()
+
+    def rate(self, total: int) -> float:
+        now = self.clock()
+        self.samples.append((now, total))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= RATE_WINDOW_SECONDS:
+            self.samples.popleft()
+        then, before = self.samples[0]
+        return (total - before) / (now - then) if now > then else 0.0
+
+
+def _count(name: str, value: int) -> int:
+    if not 1 <= value <= MAX_LIMIT:
+        raise ValidationError(f"{name} must be between 1 and {MAX_LIMIT:,}, got {value}")
+    return value
+
+
+def _positive_seconds(seconds: float, text: str) -> float:
+    if not 0 < seconds <= 366 * 86400:
+        raise ValidationError(f"rate period must be more than 0 and at most a year: {text!r}")
+    return seconds
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
