@@ -6,8 +6,10 @@ import argparse
 import re
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from . import codec
+from .errors import ValidationError
 from .models import Status
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -106,3 +108,11 @@ def format_age(seconds: float | None) -> str:
         if seconds >= size:
             return f"{seconds / size:.1f}{unit}"
     return f"{seconds:.1f}s"
+
+
+def json_value(text: str) -> Any:
+    """A JSON argument (a payload): ValidationError if it is not JSON."""
+    try:
+        return codec.decode(text)
+    except ValueError as exc:
+        raise ValidationError(f"payload is not valid JSON: {exc}") from None

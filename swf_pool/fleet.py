@@ -15,13 +15,18 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from types import EllipsisType
+from typing import TYPE_CHECKING, Any
 
 from .errors import ValidationError
+
+if TYPE_CHECKING:
+    from .backends import Backend
 
 LOST_AFTER_BEATS = 3  # missed heartbeats before a pool is shown as lost
 FORGET_AFTER_BEATS = 60  # missed heartbeats before its row is removed
 RATE_WINDOW_SECONDS = 60.0  # a pool's runs/s is measured over the last minute
+MAX_TYPE_LENGTH = 255  # as a run's type
 MAX_LIMIT = 1_000_000  # a concurrency or a rate count beyond this is a typo
 # A rate limit's token bucket holds this many seconds' worth (at least one token), so that no
 # minute sees more than 5 % over the limit; the same number is in swf_tokens (migration 0009).
@@ -107,7 +112,15 @@ class ControlChange:
         }
 
 
-def concurrency(value: object) -> int | None:
+def type_name(value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise ValidationError(f"type must be a non-empty string, got {value!r}")
+    if len(value) > MAX_TYPE_LENGTH:
+        raise ValidationError(f"type is longer than {MAX_TYPE_LENGTH} characters")
+    return value
+
+
+def _concurrency(value: object) -> int | None:
     """A concurrency limit: a positive count, or None for none."""
     if value is None:
         return None
@@ -183,6 +196,47 @@ class PoolMember:
             "per_second": round(self.per_second, 1),
             "state": "lost" if self.lost else "live",
         }
+
+
+class Fleet:
+    """The pools serving a database and the controls on its run types (`client.fleet`)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def pools(self) -> list[PoolMember]:
+        """Every pool seen lately, live or lost (by host, then id)."""
+        return self.backend.pools()
+
+    def controls(self) -> list[TypeControl]:
+        """The types that are paused or limited."""
+        return self.backend.type_controls()
+
+    def pause(self, type: str) -> TypeControl:
+        """No pool claims runs of `type` until `resume`; runs already leased finish."""
+        return self.backend.control_type(ControlChange(type_name(type), paused=True))
+
+    def resume(self, type: str) -> TypeControl:
+        """Pools claim `type` again at once (they are woken)."""
+        return self.backend.control_type(ControlChange(type_name(type), paused=False))
+
+    def limit(
+        self,
+        type: str,
+        *,
+        concurrency: int | EllipsisType | None = ...,
+        rate: str | Rate | EllipsisType | None = ...,
+    ) -> TypeControl:
+        """Set (or with None remove) a type's limits over all pools; `...` keeps one as is.
+        concurrency: most runs leased at once; rate: most starts per period, e.g. '100/m'."""
+        change = ControlChange(
+            type_name(type),
+            concurrency=None if concurrency is ... else _concurrency(concurrency),
+            set_concurrency=concurrency is not ...,
+            rate=None if rate is ... or rate is None else Rate.parse(rate),
+            set_rate=rate is not ...,
+        )
+        return self.backend.control_type(change)
 
 
 class RateWindow:
