@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from collections.abc import Callable
 from datetime import timedelta
@@ -116,3 +117,8 @@ def json_value(text: str) -> Any:
         return codec.decode(text)
     except ValueError as exc:
         raise ValidationError(f"payload is not valid JSON: {exc}") from None
+
+
+def env_default(name: str, default: str | None = None) -> str | None:
+    """An option's default from $SWF_<name> (argparse converts and checks it like a flag)."""
+    return os.environ.get(f"SWF_{name}", default)
