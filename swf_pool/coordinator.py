@@ -30,7 +30,7 @@ from .claimer import Claimer, Request
 from .client import Client
 from .companions import companions
 from .errors import DatabaseError
-from .executors import Executor, Waker, make_executor
+from .executors import Executor, Waker, make_executor, runs_at_once
 from .flusher import Flusher
 from .handlers import Registry, like_patterns, load_registry
 from .leases import LeaseKeeper
@@ -51,7 +51,8 @@ DRAIN_WAIT_SECONDS = 10.0  # a drain waits for runs due this soon (retries with 
 
 
 class Pool:
-    """Claims runs in batches and executes them with `processes` workers.
+    """Claims runs in batches and executes them with `processes` workers (each running up to
+    `concurrency` runs of async handlers at once, with the process executor).
 
     `client`: a `Client` or a connection string. `app`: a `Registry`, or `"module:attr"`
     naming one (needed for the `process` executor with the spawn/forkserver start methods,
@@ -86,7 +87,8 @@ class Pool:
         self.backend: Backend = self.client.backend
         self.stats = PoolStats()
         self.ledger = Ledger()
-        self.prefetch = Prefetch(s.processes, s.batch_size, s.prefetch)
+        per_worker = runs_at_once(s.executor, self.registry, s.concurrency)
+        self.prefetch = Prefetch(s.processes, per_worker, s.batch_size, s.prefetch)
         self.pending: deque[Task] = deque()  # claimed, not yet handed to the executor
         self.durations: dict[int, float] = {}  # seq -> handler seconds, for the metrics
         self.restarts = 0  # worker process restarts reported to the metrics so far
@@ -134,7 +136,8 @@ class Pool:
                 stack.callback(self.client.close)
             self.executor = executor = make_executor(
                 s.executor, self.app, self.registry, self.leases, waker, self.processes,
-                self.prefetch.per_process(), s.max_tasks_per_child, s.start_method,
+                s.concurrency, self.prefetch.per_process(), s.max_tasks_per_child,
+                s.start_method,
             )  # fmt: skip
             at_once = s.statements_at_once(self.backend.statements_at_once())
             # each statement thread holds a connection; the heartbeat and a handler's
@@ -229,7 +232,7 @@ class Pool:
         return len(self.ledger) - self.flusher.held()
 
     def _capacity(self) -> int:
-        return self.processes + self.prefetch.value
+        return self.prefetch.slots + self.prefetch.value
 
     def _room(self) -> int:
         return self._capacity() - self.running()
@@ -330,8 +333,8 @@ class Pool:
             task = self.ledger.get(seq)
             limit = task and self.registry.timeout(task.run.type, self.settings.timeout)
             if limit and now - begun > limit:
-                reason = f"Timeout: the run exceeded its timeout of {limit:g}s; its worker "
-                if self.executor.kill(seq, reason + "process was killed"):
+                reason = f"Timeout: the run exceeded its timeout of {limit:g}s"
+                if self.executor.kill(seq, reason):
                     self.stats.timed_out += 1
 
     # -- lifecycle ----------------------------------------------------------------------------

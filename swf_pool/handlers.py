@@ -1,8 +1,14 @@
-"""Handlers: what a worker knows how to execute, and the `Run` each handler receives."""
+"""Handlers: what a worker knows how to execute, and the `Run` each handler receives.
+
+A handler is a function (or an object with `execute`) taking the `Run`; an `async def` one is
+run on an event loop (see `async_worker.py`).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -35,10 +41,15 @@ class Run:
         self._control = control
 
     def heartbeat(self, seconds: float = DEFAULT_LEASE_SECONDS) -> bool:
-        """Extend the lease to `seconds` from now; False if the run is no longer ours."""
+        """Extend the lease to `seconds` from now; False if the run is no longer ours. It waits
+        for the database: from an async handler, `await run.aheartbeat()` instead."""
         if seconds <= 0:
             raise ConfigError(f"heartbeat seconds must be > 0, got {seconds}")
         return self._control.extend_lease(self, seconds) is LeaseState.HELD
+
+    async def aheartbeat(self, seconds: float = DEFAULT_LEASE_SECONDS) -> bool:
+        """`heartbeat()` for async handlers: it waits on a thread, the event loop runs on."""
+        return await asyncio.to_thread(self.heartbeat, seconds)
 
     def is_cancelled(self) -> bool:
         """True once the run was cancelled or its lease lost: stop, the result is discarded."""
@@ -48,7 +59,7 @@ class Run:
         return f"<Run {self.type} {self.id} attempt {self.attempt}/{self.max_attempts}>"
 
 
-HandlerFunc = Callable[[Run], Any]
+HandlerFunc = Callable[[Run], Any]  # its value, or for an async handler a coroutine of it
 
 
 class HandlerObject(Protocol):
@@ -62,7 +73,15 @@ class Handler:
     type: str
     func: HandlerFunc
     retry: RetryPolicy
-    timeout: float | None = None  # seconds; the process executor kills runs past it
+    timeout: float | None = None  # seconds; the process executor stops runs past it
+    asynchronous: bool = False  # `async def`: it runs on an event loop
+
+
+def is_async(func: Callable[..., Any]) -> bool:
+    """An `async def` function or method, or an object whose `__call__` is one."""
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004 (the method itself, not callable())
+    )
 
 
 class Registry:
@@ -97,7 +116,7 @@ class Registry:
             raise ConfigError(f"handler for {type!r} is neither callable nor has execute()")
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"timeout for {type!r} must be > 0 seconds, got {timeout}")
-        self._handlers[type] = Handler(type, func, retry, timeout)
+        self._handlers[type] = Handler(type, func, retry, timeout, is_async(func))
 
     def handler(
         self, type: str, *, retry: RetryPolicy = DEFAULT_POLICY, timeout: float | None = None
@@ -114,6 +133,11 @@ class Registry:
     @property
     def types(self) -> list[str]:
         return sorted(self._handlers)
+
+    @property
+    def asynchronous(self) -> bool:
+        """Whether any handler is async: its worker processes then run an event loop."""
+        return any(handler.asynchronous for handler in self._handlers.values())
 
     def handlers(self) -> list[Handler]:
         return list(self._handlers.values())

@@ -19,6 +19,8 @@ from .models import DEFAULT_LEASE_SECONDS, Audit
 
 EXECUTORS = ("process", "thread", "inline")
 MAX_PROCESSES = 1024  # a typo like 100000 must not fork the machine to death
+# runs at once in one event loop: far beyond what one process drives, short of a typo's million
+MAX_CONCURRENCY = 10_000
 MAX_DB_CONCURRENCY = 64
 
 Check = Callable[[Any], str | None]  # why a value is refused, or None
@@ -48,6 +50,17 @@ def _bounded(value: Any, low: int, above: float | None) -> str | None:
 def at_most(limit: int) -> Check:
     def check(value: Any) -> str | None:
         return positive(value) or (None if value <= limit else f"must be at most {limit}")
+
+    return check
+
+
+def whole_at_most(limit: int) -> Check:
+    """Whole numbers from 1 to `limit` (a count: 2.5 tasks at once means nothing)."""
+
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "must be a whole number"
+        return at_most(limit)(value)
 
     return check
 
@@ -95,6 +108,10 @@ def _cores() -> int:
 OPTIONS: tuple[Option, ...] = (
     Option("processes", None, "worker processes (or threads) (default: one per core)",
            at_most(MAX_PROCESSES), True, "--processes", int),
+    Option("concurrency", 1,
+           "runs of async handlers at once in each worker process, on its event loop (the "
+           "process executor; sync handlers run one at a time per process)",
+           whole_at_most(MAX_CONCURRENCY), False, "--concurrency", int),
     Option("executor", "process",
            "process (CPU-bound handlers), thread (I/O-bound) or inline (debugging)",
            one_of(*EXECUTORS), False, "--executor", str, EXECUTORS),
@@ -159,6 +176,7 @@ class PoolSettings:
     """The checked values of every option (see `OPTIONS` for what each means)."""
 
     processes: int
+    concurrency: int
     executor: str
     batch_size: int
     prefetch: int | None

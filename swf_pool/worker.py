@@ -5,11 +5,13 @@ pipe, runs them one at a time, and sends each result back before it starts the n
 publishes what it is running in shared memory (`Slot`) so the coordinator can time it out or
 account for it if the process dies. `run.heartbeat()` is a request over the same pipe;
 `run.is_cancelled()` reads the shared memory, where the coordinator's heartbeat marks
-cancelled or lost runs.
+cancelled or lost runs. A worker of an app with async handlers runs an event loop instead,
+several runs at once (`async_worker.py`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 import select
@@ -25,7 +27,7 @@ from typing import Any, NamedTuple
 
 from . import codec
 from .errors import InvalidPayload, PermanentError
-from .handlers import LeaseControl, Registry, Run, load_registry
+from .handlers import Handler, LeaseControl, Registry, Run, load_registry
 from .models import Claimed, LeaseState
 from .tracebacks import format_traceback
 
@@ -74,60 +76,98 @@ def describe_error(exc: BaseException) -> str:
 
 
 def execute(registry: Registry, task: Task, control: LeaseControl, worker_id: str) -> Result:
-    """Run the handler of one task; a handler's exception is data, not a crash."""
+    """Run the handler of one task; a handler's exception is data, not a crash. An async
+    handler gets an event loop of its own for the run."""
     handler = registry.get(task.run.type)
-    started = time.time()
-    clock = time.perf_counter()
+    if handler is not None and handler.asynchronous:
+        return asyncio.run(execute_async(registry, task, control, worker_id))
+    started, clock = time.time(), time.perf_counter()
     try:
-        if handler is None:
-            raise LookupError(f"no handler for type {task.run.type!r} on {worker_id}")
-        value = codec.encode(handler.func(Run(task.run, control)), "result")
+        value = _handler(registry, task, worker_id).func(Run(task.run, control))
+        return _succeeded(task, value, started, clock)
     except Exception as exc:
-        duration = time.perf_counter() - clock
-        permanent = isinstance(exc, PermanentError | InvalidPayload)
-        trace = format_traceback(exc)
-        return Result(task.seq, False, describe_error(exc), permanent, started, duration, trace)
-    return Result(task.seq, True, value, False, started, time.perf_counter() - clock)
+        return _failed(task, exc, started, clock)
+
+
+async def execute_async(
+    registry: Registry, task: Task, control: LeaseControl, worker_id: str
+) -> Result:
+    """Run the async handler of one task on the running loop. Cancelled (its run was, or
+    it ran past its timeout), it fails with the CancelledError: the coordinator discards it
+    or records the timeout instead."""
+    started, clock = time.time(), time.perf_counter()
+    try:
+        handler = _handler(registry, task, worker_id)
+        value = await handler.func(Run(task.run, control))
+        return _succeeded(task, value, started, clock)
+    except (Exception, asyncio.CancelledError) as exc:
+        return _failed(task, exc, started, clock)
+
+
+def _handler(registry: Registry, task: Task, worker_id: str) -> Handler:
+    handler = registry.get(task.run.type)
+    if handler is None:
+        raise LookupError(f"no handler for type {task.run.type!r} on {worker_id}")
+    return handler
+
+
+def _succeeded(task: Task, value: Any, started: float, clock: float) -> Result:
+    encoded = codec.encode(value, "result")
+    return Result(task.seq, True, encoded, False, started, time.perf_counter() - clock)
+
+
+def _failed(task: Task, exc: BaseException, started: float, clock: float) -> Result:
+    duration = time.perf_counter() - clock
+    permanent = isinstance(exc, PermanentError | InvalidPayload)
+    trace = format_traceback(exc)
+    return Result(task.seq, False, describe_error(exc), permanent, started, duration, trace)
 
 
 LOCK_WAIT_SECONDS = 1.0  # a worker holds its slot's lock for microseconds, unless it died
 
 
 class Slot:
-    """Shared memory between the coordinator and one worker process.
+    """Shared memory between the coordinator and one worker process: what it runs now.
 
-    [0] seq of the task running now (0: idle), [1] its time.monotonic() start,
-    [2] a seq the coordinator marked cancelled or lost, [3] 1 once the pool stops: start
-    nothing more. The lock makes "may I start?" and "stop starting" exclusive, so the
-    coordinator knows exactly which tasks never started. The coordinator waits for it only a
-    bounded time: a worker killed while holding it (an OOM kill, say) never gives it back.
+    [0] is 1 once the pool stops: start nothing more. Then one entry per run the worker may
+    run at once (one for sync handlers, `--concurrency` for async ones), each three numbers:
+    the seq of the run in it (0: free), its time.monotonic() start, and the seq again once the
+    coordinator marked it cancelled or lost. The lock makes "may I start?" and "stop starting"
+    exclusive, so the coordinator knows exactly which tasks never started. The coordinator
+    waits for it only a bounded time: a worker killed while holding it (an OOM kill, say)
+    never gives it back.
     """
 
-    CURRENT, STARTED, CANCELLED, STOPPING = 0, 1, 2, 3
+    STOPPING, SEQ, STARTED, CANCELLED, WIDTH = 0, 1, 2, 3, 3
 
     def __init__(self, array: Any, lock: Any) -> None:
         self.array = array
         self.lock = lock
+        self.size = (len(array) - 1) // self.WIDTH
 
-    @property
-    def current(self) -> int:
-        return int(self.array[self.CURRENT])
+    @classmethod
+    def create(cls, context: Any, size: int) -> Slot:
+        """A slot of `size` entries, to share with a process of `context`."""
+        return cls(context.Array("d", 1 + cls.WIDTH * size, lock=False), context.Lock())
 
-    @property
-    def started(self) -> float:
-        return float(self.array[self.STARTED])
+    def running(self) -> dict[int, float]:
+        """seq -> time.monotonic() start of every run in the slot."""
+        values = self.array[:]  # one copy: a read per entry costs more with 200 of them
+        step = self.WIDTH
+        return {int(values[at]): values[at + 1] for at in range(1, len(values), step) if values[at]}
 
-    def begin(self, seq: int) -> bool:
-        """In the worker: mark `seq` as running, unless the pool is stopping."""
+    def begin(self, index: int, seq: int) -> bool:
+        """In the worker: mark `seq` as running in entry `index`, unless the pool is stopping."""
+        at = self.SEQ + self.WIDTH * index
         with self.lock:
             if self.array[self.STOPPING]:
                 return False
-            self.array[self.STARTED] = time.monotonic()
-            self.array[self.CURRENT] = seq
+            self.array[at + 1] = time.monotonic()
+            self.array[at] = seq  # last: a seq read without the lock has its start
             return True
 
-    def end(self) -> None:
-        self.array[self.CURRENT] = 0
+    def end(self, index: int) -> None:
+        self.array[self.SEQ + self.WIDTH * index] = 0
 
     @contextmanager
     def guard(self) -> Iterator[None]:
@@ -139,22 +179,22 @@ class Slot:
             if acquired:
                 self.lock.release()
 
-    def stop_starting(self) -> int:
-        """In the coordinator: no task starts after this; returns the one running (or 0)."""
+    def stop_starting(self) -> set[int]:
+        """In the coordinator: no task starts after this; returns those running."""
         with self.guard():
             self.array[self.STOPPING] = 1
-            return int(self.array[self.CURRENT])
+            return set(self.running())
 
     def cancel_if_running(self, seqs: set[int]) -> None:
-        """In the coordinator: flag the running task if it is one of the cancelled `seqs`
-        (one flag: only the running task can look at it)."""
+        """In the coordinator: flag the running tasks that are among the cancelled `seqs`."""
+        array = self.array
         with self.guard():
-            current = int(self.array[self.CURRENT])
-            if current in seqs:
-                self.array[self.CANCELLED] = current
+            for at in range(self.SEQ, len(array), self.WIDTH):
+                if int(array[at]) in seqs:
+                    array[at + 2] = array[at]
 
-    def is_cancelled(self, seq: int) -> bool:
-        return int(self.array[self.CANCELLED]) == seq
+    def is_cancelled(self, index: int, seq: int) -> bool:
+        return int(self.array[self.CANCELLED + self.WIDTH * index]) == seq
 
 
 STOP = "stop"  # coordinator -> worker: finish the current task, then exit
@@ -180,7 +220,7 @@ class _ChildControl:
                 return LeaseState(message[1])
 
     def lease_state(self, run: Run) -> LeaseState:
-        return LeaseState.CANCELLED if self.slot.is_cancelled(self.seq) else LeaseState.HELD
+        return LeaseState.CANCELLED if self.slot.is_cancelled(0, self.seq) else LeaseState.HELD
 
     def receive(self, message: Any) -> bool:
         """Take in tasks, a cancel or a stop; False for anything else (a heartbeat reply)."""
@@ -253,6 +293,18 @@ def child_main(
         conn.send(("fatal", describe_error(exc)))
         return
     slot = Slot(slot_array, slot_lock)
+    if registry.asynchronous:
+        from .async_worker import serve  # here: it imports this module
+
+        asyncio.run(serve(conn, registry, worker_id, slot, max_tasks))
+    else:
+        _serve(conn, registry, worker_id, slot, max_tasks)
+
+
+def _serve(
+    conn: Connection, registry: Registry, worker_id: str, slot: Slot, max_tasks: int | None
+) -> None:
+    """Run tasks one at a time until told to stop (or `max_tasks` are done)."""
     inbox: deque[Task] = deque()
     control = _ChildControl(conn, slot, inbox)
     done = 0
@@ -270,11 +322,11 @@ def child_main(
                     return
         task = inbox.popleft()
         control.seq = task.seq
-        if not slot.begin(task.seq):
+        if not slot.begin(0, task.seq):
             return  # the pool stops: what is left in the inbox never started
         result = execute(registry, task, control, worker_id)
         # synchronous: once it returns, the result survives our death (plain pickle: the
         # multiprocessing pickler costs 5x more per call)
         conn.send_bytes(pickle.dumps(result.wire(), pickle.HIGHEST_PROTOCOL))
-        slot.end()
+        slot.end(0)
         done += 1
