@@ -210,6 +210,7 @@ def swf_pool(dsn: str, *args: str, **env: str) -> subprocess.CompletedProcess[st
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
         env={**os.environ, **env},
     )
 
