@@ -5,7 +5,8 @@
     │   └── InvalidDsn         a connection string that cannot be parsed
     ├── ValidationError        bad input to the API; nothing was written
     │   ├── InvalidPayload     a payload or result that is not JSON
-    │   └── InvalidSchedule    a cron expression or time zone that cannot be used
+    │   ├── InvalidSchedule    a cron expression or time zone that cannot be used
+    │   └── InvalidConnection  a caller's connection this client cannot write through
     ├── DatabaseError          the database could not be used
     │   ├── ConnectError       the server cannot be reached or refuses us
     │   ├── DataRejected       the database refused a value (a constraint, bad text, too
@@ -16,6 +17,7 @@
     ├── RunNotFound            no such run (or it is soft-deleted)
     ├── RunAlreadyFinished     the run is succeeded, failed or cancelled
     ├── RunNotRetryable        only a failed or cancelled run can be retried
+    ├── WaitTimeout            the run did not finish within the wait's timeout
     └── ScheduleNotFound       no such schedule (or it is deleted)
 
 `PermanentError` is raised by handlers, not by swf-pool: it fails a run at once, without retry.
@@ -81,6 +83,15 @@ class RunAlreadyFinished(SwfError):
 
 class RunNotRetryable(SwfError):
     """Only a failed or cancelled run can be retried."""
+
+
+class InvalidConnection(ValidationError):
+    """The connection given cannot be used by this client (another backend's, a closed one,
+    one whose transaction has failed, or one to another database)."""
+
+
+class WaitTimeout(SwfError, TimeoutError):
+    """The run did not finish within the wait's timeout."""
 
 
 class InvalidSchedule(ValidationError):

@@ -1,5 +1,6 @@
 """LISTEN on a channel (PostgreSQL only): new runs for the pool, changed schedules for the
-ticker. A burst of notifications wakes the listener's owner once."""
+ticker, finished runs for the waits of a client. A burst of notifications wakes the
+listener's owner once; a `FinishedListener` hands on each one's payload."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
-from .backends.postgres import connect_options
+from .backends.pg_connect import connect_options
 from .dsn import PostgresTarget
 from .threads import Background
 
@@ -45,8 +46,27 @@ class Listener(Background):
         with psycopg.connect(self.target.conninfo, autocommit=True, **options) as conn:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
             self.ready.set()
-            self.on_notify()  # anything inserted while we were not listening
+            self.on_notify()  # anything sent while we were not listening
             while not self.stopping.is_set():
-                # a short timeout, so that stopping never waits long
-                if any(True for _ in conn.notifies(timeout=STOP_CHECK_SECONDS)):
-                    self.on_notify()
+                self.receive(conn)
+
+    def receive(self, conn: psycopg.Connection[object]) -> None:
+        """Wait a moment for notifications (a short timeout, so that stopping never waits
+        long); any number of them wakes the owner once."""
+        if any(True for _ in conn.notifies(timeout=STOP_CHECK_SECONDS)):
+            self.on_notify()
+
+
+class FinishedListener(Listener):
+    """Calls `on_finished` with each notification's payload as it arrives, and with None
+    when it (re)connects: what was sent meanwhile is unknown."""
+
+    def __init__(
+        self, target: PostgresTarget, channel: str, on_finished: Callable[[str | None], None]
+    ) -> None:
+        super().__init__(target, channel, lambda: on_finished(None))
+        self.on_finished = on_finished
+
+    def receive(self, conn: psycopg.Connection[object]) -> None:
+        for note in conn.notifies(timeout=STOP_CHECK_SECONDS):
+            self.on_finished(note.payload)

@@ -29,7 +29,8 @@ from ..models import (
 from ..schedules import FirePlan, Schedule
 
 if TYPE_CHECKING:
-    from ..listener import Listener
+    from .. import operations
+    from ..listener import FinishedListener, Listener
 
 # A ticker's decision for one due schedule: the runs to create and what happens next.
 Planner = Callable[[Schedule], tuple[list[NewRun], FirePlan]]
@@ -53,6 +54,23 @@ class Backend(Protocol):
 
     def listener(self, on_notify: Callable[[], None]) -> Listener | None:
         """A thread that calls `on_notify` when runs are inserted (None: polling only)."""
+        ...
+
+    def finished_listener(
+        self, on_finished: Callable[[str | None], None]
+    ) -> FinishedListener | None:
+        """A thread that calls `on_finished` with the ids (comma-separated; empty: any)
+        of runs that finished, or None when it may have missed some (None: polling only)."""
+        ...
+
+    # the producer's and the operator's operations (`swf_pool.operations`)
+    def call(self, name: str, args: tuple[Any, ...]) -> Any:
+        """The operation `name` (a `Call`: one of the methods below) with `args`."""
+        ...
+
+    def bind(self, conn: object) -> operations.Target:
+        """The producer's operations on a caller's connection, inside its transaction (an
+        `InvalidConnection` if this backend cannot use it)."""
         ...
 
     # migrations

@@ -1,0 +1,113 @@
+"""A pool of PostgreSQL connections for one schema: checked out one statement (or one
+transaction) at a time, psycopg's errors made ours, deadlock victims run again."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ParamSpec, TypeVar
+from weakref import WeakKeyDictionary
+
+import orjson
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ..dsn import PostgresTarget, redact
+from ..errors import ConnectError
+from .pg_connect import CONNECT_TIMEOUT_SECONDS, connect_options, probe, translate
+from .pg_ops import Row
+
+IDLE_CHECK_SECONDS = 1.0  # a connection unused this long is checked before it is handed out
+CHECKOUT_TIMEOUT_SECONDS = 5.0  # while the server is away, fail fast and let callers back off
+MAX_CONNECTIONS = 64  # one pool's statements at once, at the most
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def search_path(target: PostgresTarget) -> sql.Composed:
+    return sql.SQL("SET search_path TO {}").format(sql.Identifier(target.schema))
+
+
+class Undecodable(str):
+    """JSON the server stored (valid jsonb) that orjson will not take: a number beyond a
+    double, nesting deeper than 1024. Kept as its text, with why."""
+
+    reason = ""
+
+
+def decoding_loads(data: str | bytes) -> Any:
+    """JSON through orjson; what it refuses is kept as its text (`Undecodable`)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        text = Undecodable(data.decode(errors="replace") if isinstance(data, bytes) else data)
+        text.reason = str(exc)
+        return text
+
+
+class PostgresPool:
+    def __init__(self, target: PostgresTarget, *, pool_size: int = 4) -> None:
+        self.target = target
+        self.description = f"postgres {redact(target.conninfo)} (schema {target.schema})"
+        self._used: WeakKeyDictionary[psycopg.Connection[Any], float] = WeakKeyDictionary()
+        probe(target).close()  # a clear error now beats a pool timeout later
+        self._pool = ConnectionPool(
+            target.conninfo,
+            min_size=1,
+            max_size=max(1, pool_size),
+            kwargs={"autocommit": True, "row_factory": dict_row, **connect_options(target)},
+            configure=self._configure,
+            check=self._check,
+            open=False,
+            timeout=CHECKOUT_TIMEOUT_SECONDS,
+            name=f"swf-pool:{target.schema}",
+        )
+        try:
+            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
+        except PoolTimeout as exc:
+            raise ConnectError(f"cannot open a pool to {self.description}: {exc}") from None
+
+    def _check(self, conn: psycopg.Connection[Any]) -> None:
+        """On checkout: a connection idle for a while may have been closed by the server (a
+        restart, pg_terminate_backend, a failover) without our knowing; one round trip tells,
+        and the pool replaces it if so. Busy connections skip the check."""
+        if time.monotonic() - self._used.get(conn, 0.0) > IDLE_CHECK_SECONDS:
+            ConnectionPool.check_connection(conn)
+
+    def _purge(self) -> None:
+        """After a lost connection, its idle siblings were most likely lost too (a restart,
+        a failover, pg_terminate_backend): drop them all now, rather than discover them one
+        checkout at a time, each after a longer pause."""
+        with contextlib.suppress(Exception):
+            self._pool.check()
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(search_path(self.target))
+        set_json_loads(decoding_loads, conn)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def reserve_connections(self, count: int) -> None:
+        count = min(count, MAX_CONNECTIONS)
+        if count > self._pool.max_size:
+            self._pool.resize(self._pool.min_size, count)
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Row]]:
+        """A pooled connection; psycopg's errors become ours (see `failure_kind`). Only a lost
+        connection purges the pool."""
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+                self._used[conn] = time.monotonic()
+        except psycopg.Error as exc:  # PoolTimeout included
+            error = translate(exc, self.description, self.target.schema)
+            if isinstance(error, ConnectError):
+                self._purge()
+            raise error from error.__cause__
