@@ -2,6 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .aclient import AsyncClient
 from .client import Client
 from .coordinator import Pool
 from .errors import (
@@ -9,6 +10,7 @@ from .errors import (
     ConnectError,
     DatabaseError,
     DataRejected,
+    InvalidConnection,
     InvalidDsn,
     InvalidPayload,
     InvalidSchedule,
@@ -21,6 +23,7 @@ from .errors import (
     SchemaNotReady,
     SwfError,
     ValidationError,
+    WaitTimeout,
 )
 from .handlers import Registry, Run
 from .metrics import MetricsCollector, PrometheusMetrics
@@ -36,6 +39,7 @@ except PackageNotFoundError:  # run from a checkout that was never installed
     __version__ = "unknown"
 
 __all__ = [
+    "AsyncClient",
     "Audit",
     "Client",
     "ConfigError",
@@ -47,6 +51,7 @@ __all__ = [
     "Exponential",
     "Fixed",
     "GoBackoff",
+    "InvalidConnection",
     "InvalidDsn",
     "InvalidPayload",
     "InvalidSchedule",
@@ -75,4 +80,5 @@ __all__ = [
     "Ticker",
     "TypeStats",
     "ValidationError",
+    "WaitTimeout",
 ]

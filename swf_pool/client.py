@@ -80,7 +80,9 @@ class Client:
             self.backend.close()
             raise
         self.schedules = Schedules(self)
-        self.waits = Waits(self.backend)  # every wait of this client, one listener for all
+        self.waits = Waits(
+            self.backend.finished_listener
+        )  # every wait of this client, one listener for all
 
     def close(self) -> None:
         self.waits.close()

@@ -22,8 +22,10 @@ from .errors import RunNotFound, WaitTimeout
 from .models import RunRecord, Status
 
 if TYPE_CHECKING:
-    from .backends import Backend
     from .listener import FinishedListener
+
+# A backend's `finished_listener`: the listener thread for these waits (None: poll only).
+ListenerFactory = Callable[[Callable[[str | None], None]], "FinishedListener | None"]
 
 R = TypeVar("R")
 FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
@@ -55,8 +57,8 @@ class Pace:
 class Waits:
     """The waits of one client, by run id; its listener starts with the first wait."""
 
-    def __init__(self, backend: Backend) -> None:
-        self._backend = backend
+    def __init__(self, listener: ListenerFactory) -> None:
+        self._make_listener = listener
         self._lock = threading.Lock()
         self._wakes: dict[str, set[Callable[[], None]]] = {}
         self._listener: FinishedListener | None = None
@@ -73,7 +75,7 @@ class Waits:
         with self._lock:
             if self._state == "idle":
                 self._state = "started"
-                listener = self._backend.finished_listener(self.wake)
+                listener = self._make_listener(self.wake)
                 self._listener = None if listener is None else listener.__enter__()
             return self._listener is not None and self._listener.ready.is_set()
 

@@ -96,7 +96,9 @@ WITH cancelled AS (
 ), events AS (
     INSERT INTO workflow_event (workflow_id, event_type) SELECT id, 'cancelled' FROM cancelled
 )
-SELECT id FROM cancelled;
+-- its waits are woken (see `complete`); in a caller's transaction, at its commit
+SELECT id, (SELECT pg_notify('swf_pool_done.' || current_schema(), id::text)) IS NULL AS woken
+FROM cancelled;
 
 -- claim --
 -- One statement: pick pending runs in claim order and runs whose lease expired, lease them
@@ -202,8 +204,18 @@ WITH outcome AS MATERIALIZED (
                now(), 1
         FROM done WHERE %(audit_full)s OR status <> 'succeeded'
     ) e ORDER BY step
+), finished AS (
+    SELECT string_agg(id::text, ',') AS ids FROM done WHERE status <> 'pending'
+), notified AS (
+    -- One NOTIFY per flush for the waits (`Client.wait`), not one per run: the ids of the
+    -- runs that finished, or nothing when they do not fit a payload (every waiter reads).
+    SELECT pg_notify('swf_pool_done.' || current_schema(),
+                     CASE WHEN length(ids) < 7900 THEN ids ELSE '' END)
+    FROM finished WHERE ids IS NOT NULL
 )
-SELECT id::text, attempt FROM done;  -- a `Lease` per row
+-- (the subquery runs `notified` once, at the first row: a flush that finished nothing
+-- notifies nobody)
+SELECT id::text, attempt FROM done WHERE (SELECT count(*) FROM notified) >= 0;  -- `Lease`s
 
 -- fail_undecodable --
 -- Claimed runs whose payload this client cannot decode (valid jsonb no JSON parser here takes:

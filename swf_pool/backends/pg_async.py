@@ -1,0 +1,98 @@
+"""The PostgreSQL backend for `AsyncClient`: psycopg's asynchronous pool, running the same
+`pg_ops` generators as `PostgresBackend` (the producer's and the operator's statements)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+from weakref import WeakKeyDictionary
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from ..dsn import PostgresTarget, redact
+from ..errors import ConnectError, DatabaseError, InvalidConnection
+from ..listener import FinishedListener
+from .pg_connect import CONNECT_TIMEOUT_SECONDS, Transient, connect_options, translate
+from .pg_drive import AsyncPostgresCaller, run_queries_async
+from .pg_ops import OPERATIONS
+from .pg_pool import CHECKOUT_TIMEOUT_SECONDS, IDLE_CHECK_SECONDS, decoding_loads, search_path
+from .postgres import TRANSIENT_PAUSE_SECONDS, TRANSIENT_TRIES, finished_channel
+
+
+class AsyncPostgresBackend:
+    kind = "postgres"
+
+    def __init__(self, target: PostgresTarget, *, pool_size: int) -> None:
+        self.target = target
+        self.description = f"postgres {redact(target.conninfo)} (schema {target.schema})"
+        self._used: WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = WeakKeyDictionary()
+        self._pool = AsyncConnectionPool(
+            target.conninfo,
+            min_size=1,
+            max_size=max(1, pool_size),
+            kwargs={"autocommit": True, "row_factory": dict_row, **connect_options(target)},
+            configure=self._configure,
+            check=self._check,
+            open=False,
+            timeout=CHECKOUT_TIMEOUT_SECONDS,
+            name=f"swf-pool-async:{target.schema}",
+        )
+
+    async def open(self) -> None:
+        try:
+            await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
+        except PoolTimeout as exc:
+            raise ConnectError(f"cannot open a pool to {self.description}: {exc}") from None
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute(search_path(self.target))
+        set_json_loads(decoding_loads, conn)
+
+    async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """As `PostgresBackend._check`: only a connection idle for a while is checked."""
+        if time.monotonic() - self._used.get(conn, 0.0) > IDLE_CHECK_SECONDS:
+            await AsyncConnectionPool.check_connection(conn)
+
+    def finished_listener(self, on_finished: Callable[[str | None], None]) -> FinishedListener:
+        return FinishedListener(self.target, finished_channel(self.target.schema), on_finished)
+
+    def bind(self, conn: object) -> AsyncPostgresCaller:
+        if isinstance(conn, psycopg.AsyncConnection):
+            return AsyncPostgresCaller(conn, self.target.schema, self.description)
+        hint = " (use Client)" if isinstance(conn, psycopg.Connection) else ""
+        raise InvalidConnection(
+            f"an AsyncClient on PostgreSQL writes through a psycopg.AsyncConnection, got "
+            f"{type(conn).__module__}.{type(conn).__name__}{hint}"
+        )
+
+    async def call(self, name: str, args: tuple[Any, ...]) -> Any:
+        """The `pg_ops` operation `name` on a pooled connection, run again whole if it was a
+        deadlock victim (see `PostgresBackend._retried`)."""
+        tries = 1
+        while True:
+            try:
+                async with self._pool.connection() as conn:
+                    result = await run_queries_async(conn, OPERATIONS[name](*args))
+                    self._used[conn] = time.monotonic()
+                    return result
+            except psycopg.Error as exc:  # PoolTimeout included
+                error = translate(exc, self.description, self.target.schema)
+                if isinstance(error, ConnectError):
+                    with contextlib.suppress(Exception):
+                        await self._pool.check()  # its siblings were most likely lost too
+                if not isinstance(error, Transient):
+                    raise error from error.__cause__
+                if tries >= TRANSIENT_TRIES:
+                    raise DatabaseError(f"{error} (tried {tries} times)") from exc
+            await asyncio.sleep(random.uniform(0.0, TRANSIENT_PAUSE_SECONDS * tries))
+            tries += 1
