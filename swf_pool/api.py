@@ -9,83 +9,43 @@ constant time) guards everything except /health and /openapi.json. Needs `swf-po
 
 from __future__ import annotations
 
-import hmac
 import logging
+import math
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import RedirectResponse, Response
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from .client import MAX_LIST_LIMIT, Client
-from .dashboard import COOKIE, Dashboard
-from .errors import (
-    ConfigError,
-    DatabaseError,
-    DataRejected,
-    RunAlreadyFinished,
-    RunNotFound,
-    RunNotRetryable,
-    ScheduleNotFound,
-    SwfError,
-    ValidationError,
-)
+from .dashboard import Dashboard
+from .errors import ConfigError, DatabaseError, RunNotFound
+from .guard import ClientError, Guard, default_hosts, error, json_response, not_allowed, not_found
 from .metrics import PrometheusMetrics
 from .migrate import ensure_ready
 from .models import DEFAULT_LIST_LIMIT
 from .openapi import spec
 from .ticker import TickerThread
 from .tracebacks import run_view
+from .waiting import FINISHED
 
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app", "default_hosts"]
 log = logging.getLogger("swf_pool.api")
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
-OPEN_PATHS = ("/api/v1/health", "/openapi.json", "/login")  # and /static/
+MAX_WAIT_SECONDS = 60.0  # a long poll's limit (`GET /workflows/{id}?wait=`)
 # request bodies: what each accepts (anything else is ignored, as the Go server does)
 SUBMIT_FIELDS = ("payload", "priority", "idempotency_key", "max_attempts")
 SCHEDULE_FIELDS = ("payload", "timezone", "priority", "max_attempts", "missed", "catch_up_limit")
 UPDATE_FIELDS = ("cron", *SCHEDULE_FIELDS)
 UNSET_BY_ZERO = ("priority", "max_attempts")
-STATUS = {
-    ValidationError: 400,
-    RunNotFound: 404,
-    ScheduleNotFound: 404,
-    RunAlreadyFinished: 409,
-    RunNotRetryable: 409,
-    DataRejected: 400,  # input our checks let through and the database refused
-    DatabaseError: 503,
-}
-
-
-class ClientError(Exception):
-    """A bad request that never reached the Client: its status and message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def json_response(body: Any, status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(body, option=orjson.OPT_NAIVE_UTC),
-        status_code=status,
-        media_type="application/json",
-    )
-
-
-def error(status: int, message: str, **extra: Any) -> Response:
-    return json_response({"error": message, **extra}, status)
 
 
 class Endpoints:
@@ -171,8 +131,20 @@ class Endpoints:
         return json_response(found)
 
     async def get_run(self, request: Request) -> Response:
+        """With `?wait=SECONDS`, a long poll: the run as soon as it has finished, or as it is
+        when the seconds are up (the waits of every request share the client's listener)."""
         run_id = _uuid(request)
-        if (run := await self.call(run_view, self.client, run_id)) is None:
+        wait = _wait_seconds(request.query_params.get("wait"))
+
+        async def read() -> dict[str, Any] | None:
+            found: dict[str, Any] | None = await self.call(run_view, self.client, run_id)
+            return found
+
+        if wait:
+            run = await self.client.waits.until_async(run_id, read, _finished, wait)
+        else:
+            run = await read()
+        if run is None:
             raise RunNotFound(f"workflow run {run_id} not found")
         return json_response(run)
 
@@ -274,93 +246,10 @@ def create_app(
     app = Starlette(
         routes=[*endpoints.routes(), *dashboard.routes()],
         lifespan=lifespan,
-        exception_handlers={404: _not_found, 405: _not_allowed},
+        exception_handlers={404: not_found, 405: not_allowed},
     )
     app.add_middleware(Guard, api_key=api_key, allowed_hosts=allowed_hosts)
     return app
-
-
-def default_hosts(bind: str) -> list[str]:
-    """The host names a server listening on `bind` answers to unless told otherwise: the
-    loopback names for a loopback address, else any."""
-    return list(LOOPBACK_HOSTS) if bind in LOOPBACK_HOSTS or bind.startswith("127.") else ["*"]
-
-
-class Guard(BaseHTTPMiddleware):
-    """Request ids, the host, the API key, and every error as `{"error": ...}`."""
-
-    def __init__(self, app: Any, api_key: str | None, allowed_hosts: Sequence[str]) -> None:
-        super().__init__(app)
-        self.api_key = api_key.encode() if api_key else None
-        self.hosts = None if "*" in allowed_hosts else {h.lower() for h in allowed_hosts}
-
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        response = await self._answer(request, call_next, request_id)
-        response.headers["X-Request-Id"] = request_id
-        return response
-
-    async def _answer(
-        self, request: Request, call_next: RequestResponseEndpoint, request_id: str
-    ) -> Response:
-        path = request.url.path
-        host = request.headers.get("host", "")
-        if self.hosts is not None and (urlsplit("//" + host).hostname or "") not in self.hosts:
-            # a name that only leads here through DNS rebinding (a page elsewhere reaching a
-            # server on loopback through the operator's browser), or a misdirected request
-            return error(400, f"this server does not answer to host {host!r} (--allowed-hosts)")
-        if request.method not in SAFE_METHODS and _cross_site(request):
-            # a page on another site posting here with the operator's browser (CSRF): with
-            # no API key, or the key in a cookie, nothing else would stop it
-            return error(403, "cross-site requests are refused")
-        if self.api_key is not None and path not in OPEN_PATHS and not path.startswith("/static/"):
-            given = request.headers.get("x-api-key") or request.cookies.get(COOKIE, "")
-            if not hmac.compare_digest(given.encode(), self.api_key):
-                if path.startswith("/api/"):
-                    return error(401, "missing or invalid API key (X-API-Key)")
-                return RedirectResponse("/login?" + urlencode({"next": path}), status_code=303)
-        try:
-            return await call_next(request)
-        except ClientError as exc:
-            return error(exc.status, str(exc))
-        except SwfError as exc:
-            for kind, status in STATUS.items():
-                if isinstance(exc, kind):
-                    if status >= 500:
-                        log.warning("request %s: %s", request_id, exc)
-                    return error(status, str(exc))
-            return _fault(request, request_id, exc)
-        except ClientDisconnect:  # it went away mid-body: nobody to answer, nothing wrong here
-            log.info("request %s %s %s: the client went away", request_id, request.method,
-                     request.url.path)  # fmt: skip
-            return error(400, "the client went away before sending the whole body")
-        except Exception as exc:
-            return _fault(request, request_id, exc)
-
-
-def _cross_site(request: Request) -> bool:
-    """True when a browser says the request comes from another site (clients such as curl
-    or the Go library send neither header)."""
-    fetch_site = request.headers.get("sec-fetch-site")
-    if fetch_site is not None:
-        return fetch_site not in ("same-origin", "none")
-    origin = request.headers.get("origin")
-    if origin is None:
-        return False
-    return urlsplit(origin).netloc != request.headers.get("host", "")
-
-
-def _fault(request: Request, request_id: str, exc: Exception) -> Response:
-    log.error("request %s %s %s failed", request_id, request.method, request.url.path, exc_info=exc)
-    return error(500, "internal server error", request_id=request_id)
-
-
-async def _not_found(request: Request, exc: Exception) -> Response:
-    return error(404, f"no such endpoint: {request.url.path}")
-
-
-async def _not_allowed(request: Request, exc: Exception) -> Response:
-    return error(405, f"method {request.method} not allowed on {request.url.path}")
 
 
 def _required(data: dict[str, Any], *names: str) -> None:
@@ -377,6 +266,22 @@ def _picked(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
         for name in names
         if data.get(name) is not None and not (name in UNSET_BY_ZERO and _zero(data[name]))
     }
+
+
+def _finished(view: dict[str, Any]) -> bool:
+    return view["status"] in FINISHED
+
+
+def _wait_seconds(text: str | None) -> float:
+    if not text:
+        return 0.0
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= MAX_WAIT_SECONDS:  # also refuses nan
+        raise ClientError(400, f"wait must be seconds from 0 to {MAX_WAIT_SECONDS:g}, got {text!r}")
+    return seconds
 
 
 def _zero(value: object) -> bool:

@@ -197,6 +197,13 @@ def _operation(
 
 
 ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": UUID}
+WAIT_PARAM = {
+    "name": "wait",
+    "in": "query",
+    "description": "a long poll: answer as soon as the run has finished (succeeded, failed "
+    "or cancelled), or with the run as it is after this many seconds",
+    "schema": {"type": "number", "minimum": 0, "maximum": 60},
+}
 LIST_PARAMS = [
     {"name": "type", "in": "query", "schema": {"type": "string"}},
     {
@@ -222,7 +229,7 @@ def spec(secured: bool) -> dict[str, Any]:
         },
         "/api/v1/workflows/{id}": {
             "parameters": [ID_PARAM],
-            "get": _operation("A run", 200, _ref("Run"), 400, 404),
+            "get": _operation("A run", 200, _ref("Run"), 400, 404, params=[WAIT_PARAM]),
             "delete": _operation("Cancel a run", 200, _ref("Status"), 400, 404, 409),
         },
         "/api/v1/workflows/{id}/events": {

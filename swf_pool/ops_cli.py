@@ -13,11 +13,13 @@ import orjson
 
 from . import argtypes
 from .client import DEFAULT_PRUNE_BATCH, DEFAULT_PRUNE_STATUSES, DEFAULT_RETRY_BATCH, Client
+from .errors import WaitTimeout
 from .models import DEFAULT_LIST_LIMIT, Event, QueueStats, RunRecord, Status, TypeStats
 from .tracebacks import latest, traceback_of, without_traceback
 
 AddDsn = Callable[[argparse.ArgumentParser], None]
 DEFAULT_WATCH_SECONDS = 2.0
+WAIT_TIMED_OUT = 124  # as timeout(1) exits
 
 
 def add_commands(commands: Any, add_dsn: AddDsn) -> None:
@@ -58,6 +60,17 @@ def add_commands(commands: Any, add_dsn: AddDsn) -> None:
         if name != "cancel":
             one.add_argument("--json", action="store_true", help="print JSON")
         add_dsn(one)
+    wait = actions.add_parser(
+        "wait",
+        help="wait for a run to finish; exit 0 if it succeeded, 1 if not, 124 on --timeout",
+        description="Print the run once it has finished (succeeded, failed or cancelled). "
+        "Exit status: 0 succeeded, 1 failed or cancelled (or no such run), 124 still "
+        "unfinished after --timeout.",
+    )
+    wait.add_argument("id")
+    wait.add_argument("--timeout", type=argtypes.positive_float, help="seconds (default: none)")
+    wait.add_argument("--json", action="store_true", help="print the run as JSON")
+    add_dsn(wait)
     retry = actions.add_parser(
         "retry",
         help="put failed (or cancelled) runs back to pending, with a fresh attempt budget",
@@ -168,6 +181,8 @@ def runs(args: argparse.Namespace) -> int:
                 _print_traceback(latest(events))
                 print()
             _print_events(events)
+        elif args.action == "wait":
+            return _wait(client, args)
         elif args.action == "cancel":
             client.cancel(args.id)
             print(f"cancelled {args.id}")
@@ -185,6 +200,20 @@ def runs(args: argparse.Namespace) -> int:
             _progress_end()
             print(f"requeued {count} {args.status} run(s)")
     return 0
+
+
+def _wait(client: Client, args: argparse.Namespace) -> int:
+    try:
+        run = client.wait(args.id, timeout=args.timeout)
+    except WaitTimeout as exc:
+        print(f"swf-pool: {exc}", file=sys.stderr)
+        return WAIT_TIMED_OUT
+    if args.json:
+        print(_json(run))
+    else:
+        error = f"  {_one_line(run.last_error, 100)}" if run.last_error else ""
+        print(f"{run.id} {run.status.value}{error}")
+    return 0 if run.status is Status.SUCCEEDED else 1
 
 
 def prune(args: argparse.Namespace) -> None:
