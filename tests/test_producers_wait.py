@@ -4,6 +4,7 @@ the completion NOTIFY (once per flush) that wakes the waits on PostgreSQL."""
 from __future__ import annotations
 
 import threading
+from functools import partial
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -100,7 +101,7 @@ def test_the_completion_notify_is_one_per_flush(postgres_dsn: str) -> None:
 def test_many_waits_hold_no_connection_each(postgres_dsn: str) -> None:
     with Client(postgres_dsn) as client:
         runs = client.submit_many([{"type": "t.echo"}] * 20)
-        threads = [in_thread(lambda r=r: client.wait(r.id, timeout=60)) for r in runs]
+        threads = [in_thread(partial(client.wait, r.id, timeout=60)) for r in runs]
         wait_until(lambda: len(client.waits._wakes) == 20)
         [row] = sql(
             postgres_dsn,
@@ -117,7 +118,7 @@ def test_many_waits_hold_no_connection_each(postgres_dsn: str) -> None:
 
 def test_the_pace_of_a_wait() -> None:
     pace = Pace(None)
-    polls = [pace.next(listening=False) for _ in range(8)]
+    polls = [pace.next(listening=False) or 0.0 for _ in range(8)]
     assert polls[0] == 0.005 and polls[-1] == POLL_MAX_SECONDS
     assert polls == sorted(polls)
     assert pace.next(listening=True) == LISTENING_POLL_SECONDS
