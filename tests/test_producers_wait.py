@@ -4,8 +4,8 @@ the completion NOTIFY (once per flush) that wakes the waits on PostgreSQL."""
 from __future__ import annotations
 
 import threading
-from functools import partial
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import psycopg
