@@ -49,7 +49,8 @@ class Executor(Protocol):
         ...
 
     def cancel(self, seq: int) -> None:
-        """Make `run.is_cancelled()` true for task `seq` (if it is running)."""
+        """Make `run.is_cancelled()` true for task `seq` (if it is running), and cancel the
+        asyncio task of an async handler's run in a worker process."""
         ...
 
     def kill(self, seq: int, reason: str) -> bool:
