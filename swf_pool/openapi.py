@@ -197,13 +197,13 @@ def _operation(
 
 
 ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": UUID}
-WAIT_PARAM = {
-    "name": "wait",
-    "in": "query",
-    "description": "a long poll: answer as soon as the run has finished (succeeded, failed "
-    "or cancelled), or with the run as it is after this many seconds",
-    "schema": {"type": "number", "minimum": 0, "maximum": 60},
-}
+# (described, not declared as a parameter: a fuzzer would hold each request for up to a
+# minute on the runs it created)
+WAIT = (
+    "`?wait=SECONDS` (0 to 60) makes it a long poll: the answer comes as soon as the run has "
+    "finished (succeeded, failed or cancelled), or with the run as it is when the seconds "
+    "are up; a bad value is a 400."
+)
 LIST_PARAMS = [
     {"name": "type", "in": "query", "schema": {"type": "string"}},
     {
@@ -229,7 +229,7 @@ def spec(secured: bool) -> dict[str, Any]:
         },
         "/api/v1/workflows/{id}": {
             "parameters": [ID_PARAM],
-            "get": _operation("A run", 200, _ref("Run"), 400, 404, params=[WAIT_PARAM]),
+            "get": {**_operation("A run", 200, _ref("Run"), 400, 404), "description": WAIT},
             "delete": _operation("Cancel a run", 200, _ref("Status"), 400, 404, 409),
         },
         "/api/v1/workflows/{id}/events": {
