@@ -14,6 +14,10 @@ def noop(run: Run) -> None:
     return None
 
 
+# the same no-op, for a type that bench.limits limits
+registry.register("bench.limited.v1", noop)
+
+
 @registry.handler("bench.cpu.v1")
 def burn(run: Run) -> int:
     """About `ms` milliseconds of pure-Python CPU work."""

@@ -24,9 +24,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .api_fleet import FleetEndpoints
 from .client import MAX_LIST_LIMIT, Client
 from .dashboard import Dashboard
 from .errors import ConfigError, DatabaseError, RunNotFound
+from .fleet import Fleet
 from .guard import ClientError, Guard, default_hosts, error, json_response, not_allowed, not_found
 from .metrics import PrometheusMetrics
 from .migrate import ensure_ready
@@ -97,6 +99,7 @@ class Endpoints:
             Route(f"{v1}/stats", self.stats, methods=["GET"]),
             Route(f"{v1}/metrics", self.prometheus, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
+            *FleetEndpoints(Fleet(self.client.backend), self.call, self.body).routes(v1),
         ]
 
     # -- runs ---------------------------------------------------------------------------------

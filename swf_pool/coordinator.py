@@ -25,6 +25,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
+from . import fleet
 from .backends import Backend
 from .claimer import Claimer, Request
 from .client import Client
@@ -129,6 +130,7 @@ class Pool:
         nothing runnable is left); then shut down gracefully and return the statistics."""
         s = self.settings
         self.backend.register(self.registry.types)
+        fleet.declare(self.backend, self.registry.handlers())
         with ExitStack() as stack:
             self.waker = waker = Waker()
             stack.callback(waker.close)
@@ -147,7 +149,8 @@ class Pool:
             self.prefetch.claims_at_once = at_once
             self.claimer.threads = StatementThreads(waker.wake, "swf-claims", at_once)
             self.flusher.threads = StatementThreads(waker.wake, "swf-flushes", at_once)
-            stack.enter_context(self.leases.heartbeat(s.lease_seconds, s.heartbeat_interval))
+            beat = self.leases.heartbeat(s.lease_seconds, s.heartbeat_interval, fleet.card_of(self))
+            stack.enter_context(beat)
             companions(
                 stack, s, self.client, self._notified, self.metrics if self.measuring else None
             )

@@ -1,4 +1,5 @@
-"""The web dashboard, served by `swf-pool serve` at /: overview, runs, a run, schedules.
+"""The web dashboard, served by `swf-pool serve` at /: overview (with the pools of the fleet
+and the paused and limited types), runs, a run, schedules.
 
 Server-rendered HTML (Jinja2 templates and static files shipped in the package; no CDN, no
 build step). The overview refreshes itself every 2 s by fetching its fragment. Actions are
@@ -25,6 +26,7 @@ from starlette.staticfiles import StaticFiles
 from .argtypes import format_age
 from .client import Client
 from .errors import SwfError, ValidationError
+from .fleet import Fleet, PoolMember, TypeControl
 from .models import QueueStats, Status
 from .schedules import Schedule, upcoming
 from .tracebacks import latest, traceback_of, without_traceback
@@ -40,6 +42,7 @@ class Dashboard:
         self.client = client
         self.call = call  # runs a blocking Client call off the event loop
         self.api_key = api_key
+        self.fleet = Fleet(client.backend)
         self.templates = Environment(
             loader=PackageLoader("swf_pool", "templates"),
             autoescape=select_autoescape(["html"]),
@@ -62,6 +65,7 @@ class Dashboard:
             Route("/runs/{id}/retry", self.retry, methods=["POST"]),
             Route("/schedules", self.schedules, methods=["GET"]),
             Route("/schedules/{id}/{action:str}", self.schedule_action, methods=["POST"]),
+            Route("/types/{action:str}", self.type_action, methods=["POST"]),
             Route("/login", self.login_form, methods=["GET"]),
             Route("/login", self.login, methods=["POST"]),
             Mount("/static", static, name="static"),
@@ -84,12 +88,30 @@ class Dashboard:
     async def _overview(self) -> dict[str, Any]:
         stats: QueueStats = await self.call(self.client.stats)
         series = await self.call(self.client.throughput, THROUGHPUT_MINUTES + 1)
+        pools: list[PoolMember] = await self.call(self.fleet.pools)
+        controls: list[TypeControl] = await self.call(self.fleet.controls)
+        registered = {pool.id for pool in pools}
+        queued = {t.type for t in stats.types}
         return {
             "stats": stats,
             "totals": stats.totals(),
             "bars": _bars(stats),
             "throughput": _throughput(series, stats.at),
+            "pools": pools,
+            # lease holders with no pool row: Go workers, or pools from before migration 0009
+            "unlisted": {w: n for w, n in stats.workers.items() if w not in registered},
+            "controls": {c.type: c for c in controls},
+            "idle_controls": [c for c in controls if c.type not in queued],
         }
+
+    async def type_action(self, request: Request) -> Response:
+        """Pause or resume a type (form field `type`: a type name may hold any character)."""
+        action = str(request.path_params["action"])
+        methods = {"pause": self.fleet.pause, "resume": self.fleet.resume}
+        if action not in methods:
+            return self.page("missing.html", request, 404, what=f"action {action}")
+        name = str((await request.form()).get("type") or "")
+        return await self._act("/", f"{action}d {name}", methods[action], name)
 
     # -- runs ---------------------------------------------------------------------------------
 

@@ -10,10 +10,13 @@ set per type: a pause, a concurrency limit and a rate limit, honoured by every p
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any
@@ -22,6 +25,8 @@ from .errors import ValidationError
 
 if TYPE_CHECKING:
     from .backends import Backend
+    from .coordinator import Pool
+    from .handlers import Handler
 
 LOST_AFTER_BEATS = 3  # missed heartbeats before a pool is shown as lost
 FORGET_AFTER_BEATS = 60  # missed heartbeats before its row is removed
@@ -120,7 +125,7 @@ def type_name(value: object) -> str:
     return value
 
 
-def _concurrency(value: object) -> int | None:
+def limit_value(value: object) -> int | None:
     """A concurrency limit: a positive count, or None for none."""
     if value is None:
         return None
@@ -166,8 +171,11 @@ class PoolMember:
             lost=bool(row["lost"]),
         )
 
+    COLUMNS = ("pool_id", "host", "pid", "version", "processes", "executor", "types",
+               "beat_seconds", "in_flight", "per_second")  # fmt: skip
+
     def params(self) -> dict[str, Any]:
-        """The columns a heartbeat writes."""
+        """The columns a heartbeat writes (named as `COLUMNS`)."""
         return {
             "pool_id": self.id,
             "host": self.host,
@@ -231,12 +239,70 @@ class Fleet:
         concurrency: most runs leased at once; rate: most starts per period, e.g. '100/m'."""
         change = ControlChange(
             type_name(type),
-            concurrency=None if concurrency is ... else _concurrency(concurrency),
+            concurrency=None if concurrency is ... else limit_value(concurrency),
             set_concurrency=concurrency is not ...,
             rate=None if rate is ... or rate is None else Rate.parse(rate),
             set_rate=rate is not ...,
         )
         return self.backend.control_type(change)
+
+
+class Card:
+    """What a pool tells the fleet at each heartbeat: who it is, and how busy."""
+
+    def __init__(
+        self,
+        pool_id: str,
+        *,
+        processes: int,
+        executor: str,
+        types: Sequence[str],
+        beat_seconds: float,
+        in_flight: Callable[[], int],
+        finished: Callable[[], int],
+    ) -> None:
+        from . import __version__
+
+        self.template = PoolMember(
+            id=pool_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=__version__,
+            processes=processes,
+            executor=executor,
+            types=tuple(types),
+            beat_seconds=beat_seconds,
+        )
+        self.in_flight = in_flight
+        self.finished = finished
+        self.window = RateWindow()
+
+    def __call__(self) -> PoolMember:
+        per_second = self.window.rate(self.finished())
+        return replace(self.template, in_flight=self.in_flight(), per_second=per_second)
+
+
+def card_of(pool: Pool) -> Card:
+    """The card of a running pool (see `coordinator.Pool`)."""
+    s = pool.settings
+    stats = pool.stats
+    return Card(
+        pool.worker_id,
+        processes=pool.processes,
+        executor=pool.executor_kind,
+        types=[*pool.types, *s.prefixes],
+        beat_seconds=s.heartbeat_interval or s.lease_seconds / 3,
+        in_flight=lambda: len(pool.ledger),
+        finished=lambda: stats.succeeded + stats.retried + stats.failed,
+    )
+
+
+def declare(backend: Backend, handlers: Iterable[Handler]) -> None:
+    """Write the limits the handlers declare (a pool does as it starts)."""
+    for handler in handlers:
+        change = handler.declared_limits()
+        if change is not None:
+            backend.control_type(change)
 
 
 class RateWindow:

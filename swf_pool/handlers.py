@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .errors import ConfigError
+from .errors import ConfigError, ValidationError
+from .fleet import ControlChange, Rate, limit_value
 from .models import DEFAULT_LEASE_SECONDS, Claimed, LeaseState
 from .retry import DEFAULT_POLICY, RetryPolicy
 
@@ -75,6 +76,20 @@ class Handler:
     retry: RetryPolicy
     timeout: float | None = None  # seconds; the process executor stops runs past it
     asynchronous: bool = False  # `async def`: it runs on an event loop
+    concurrency: int | None = None  # most runs leased at once over every pool (the fleet's)
+    rate: Rate | None = None  # most starts per period over every pool
+
+    def declared_limits(self) -> ControlChange | None:
+        """The limits this handler declares, for a pool to write when it starts."""
+        if self.concurrency is None and self.rate is None:
+            return None
+        return ControlChange(
+            self.type,
+            concurrency=self.concurrency,
+            set_concurrency=self.concurrency is not None,
+            rate=self.rate,
+            set_rate=self.rate is not None,
+        )
 
 
 def is_async(func: Callable[..., Any]) -> bool:
@@ -105,7 +120,11 @@ class Registry:
         *,
         retry: RetryPolicy = DEFAULT_POLICY,
         timeout: float | None = None,
+        concurrency: int | None = None,
+        rate: str | Rate | None = None,
     ) -> None:
+        """`concurrency`, `rate` ('100/m'): limits over every pool, written to the database
+        when a pool serving this type starts (operators may change them meanwhile)."""
         if not isinstance(type, str) or not type.strip():
             raise ConfigError(f"handler type must be a non-empty string, got {type!r}")
         if type in self._handlers:
@@ -116,13 +135,25 @@ class Registry:
             raise ConfigError(f"handler for {type!r} is neither callable nor has execute()")
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"timeout for {type!r} must be > 0 seconds, got {timeout}")
-        self._handlers[type] = Handler(type, func, retry, timeout, is_async(func))
+        try:
+            limits = (limit_value(concurrency), None if rate is None else Rate.parse(rate))
+        except ValidationError as exc:
+            raise ConfigError(f"handler for {type!r}: {exc}") from None
+        self._handlers[type] = Handler(type, func, retry, timeout, is_async(func), *limits)
 
     def handler(
-        self, type: str, *, retry: RetryPolicy = DEFAULT_POLICY, timeout: float | None = None
+        self,
+        type: str,
+        *,
+        retry: RetryPolicy = DEFAULT_POLICY,
+        timeout: float | None = None,
+        concurrency: int | None = None,
+        rate: str | Rate | None = None,
     ) -> Callable[[HandlerFunc], HandlerFunc]:
         def decorate(func: HandlerFunc) -> HandlerFunc:
-            self.register(type, func, retry=retry, timeout=timeout)
+            self.register(
+                type, func, retry=retry, timeout=timeout, concurrency=concurrency, rate=rate
+            )
             return func
 
         return decorate

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from .backends import Backend
 from .errors import DatabaseError
+from .fleet import Card
 from .heartbeat import Heartbeat
 from .ledger import Ledger
 from .models import Lease, LeaseState
@@ -45,8 +46,11 @@ class LeaseKeeper:
         self._lock = threading.Lock()  # handlers' heartbeats come from several threads
         self._recorded: dict[int, float] = {}  # seq -> when its last heartbeat event was written
 
-    def heartbeat(self, lease_seconds: float, interval: float | None) -> Heartbeat:
-        """The heartbeat thread, to be entered for as long as the pool runs."""
+    def heartbeat(
+        self, lease_seconds: float, interval: float | None, card: Card | None = None
+    ) -> Heartbeat:
+        """The heartbeat thread, to be entered for as long as the pool runs; with `card`, it
+        keeps the pool's row in the fleet."""
         return Heartbeat(
             self.backend,
             self.worker_id,
@@ -54,6 +58,7 @@ class LeaseKeeper:
             leases=self.ledger.leases,
             report=self.report,
             interval=interval,
+            card=card,
         )
 
     def report(self, states: dict[Lease, LeaseState]) -> None:

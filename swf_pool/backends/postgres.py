@@ -19,6 +19,7 @@ from psycopg.rows import tuple_row
 
 from .. import codec
 from ..errors import DatabaseError, InvalidConnection, MigrationError, UndecodableRun
+from ..fleet import PoolMember
 from ..migrate import Migration
 from ..models import (
     Claimed,
@@ -38,6 +39,7 @@ from ..schedules import Schedule
 from . import Fired, Planner, lease_state, pg_ops
 from .pg_connect import Transient, failure_kind
 from .pg_drive import PostgresCaller, run_queries
+from .pg_fleet import PostgresFleet, heartbeat_params
 from .pg_ops import OPERATIONS, Q, Queries, Row, json_rows
 from .pg_pool import MAX_CONNECTIONS, PostgresPool, Undecodable
 
@@ -74,7 +76,7 @@ def finished_channel(schema: str) -> str:
     return f"swf_pool_done.{schema}"
 
 
-class PostgresBackend(PostgresPool):
+class PostgresBackend(PostgresPool, PostgresFleet):
     kind = "postgres"
 
     def statements_at_once(self) -> int:
@@ -275,13 +277,19 @@ class PostgresBackend(PostgresPool):
         return set(map(Lease._make, self._tuples("complete", params)))
 
     def heartbeat(
-        self, worker_id: str, leases: Sequence[Lease], extend_seconds: float, record: bool
+        self,
+        worker_id: str,
+        leases: Sequence[Lease],
+        extend_seconds: float,
+        record: bool,
+        pool: PoolMember | None = None,
     ) -> dict[Lease, LeaseState]:
         params = {
             "worker": worker_id,
             "leases": _leases(leases),
             "extend": extend_seconds,
             "record": record,
+            **heartbeat_params(pool),
         }
         rows = self._rows("heartbeat", params)
         return {

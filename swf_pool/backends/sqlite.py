@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import codec
 from ..errors import DatabaseError, InvalidConnection, MigrationError, UndecodableRun
+from ..fleet import PoolMember
 from ..gotime import parse_time
 from ..migrate import Migration
 from ..models import (
@@ -30,8 +31,9 @@ from ..models import (
     Submitted,
 )
 from ..schedules import Schedule
-from . import Fired, Planner, lease_state
+from . import Fired, Planner, lease_state, sqlite_fleet
 from .sqlite_caller import SqliteCaller
+from .sqlite_fleet import SqliteFleet
 from .sqlite_ops import SqliteOperations
 from .sqlite_rows import (
     Q,
@@ -51,7 +53,7 @@ __all__ = ["SqliteBackend", "failure_kind", "format_time"]  # (where they used t
 log = logging.getLogger("swf_pool.sqlite")
 
 
-class SqliteBackend(SqliteOperations):
+class SqliteBackend(SqliteOperations, SqliteFleet):
     kind = "sqlite"
 
     def statements_at_once(self) -> int:
@@ -178,10 +180,10 @@ class SqliteBackend(SqliteOperations):
                     rescued[row["id"]] = row["leased_by"]
             ids = list(rescued)[:limit]
             if len(ids) < limit:
-                ids += [
-                    row["id"]
-                    for row in db.execute(Q["pending"], {**match, "limit": limit - len(ids)})
-                ]
+                wanted = {**match, "limit": limit - len(ids)}
+                controlled = sqlite_fleet.pending(db, wanted, limit - len(ids), moment)
+                ids += [row["id"] for row in db.execute(Q["pending"], wanted)] \
+                    if controlled is None else controlled  # fmt: skip
             for run_id in ids:
                 params = {"id": run_id, "worker": worker_id, "now": now, "lease_until": lease_until}
                 leased = db.execute(Q["lease"], params).fetchone()
@@ -243,13 +245,20 @@ class SqliteBackend(SqliteOperations):
         return done
 
     def heartbeat(
-        self, worker_id: str, leases: Sequence[Lease], extend_seconds: float, record: bool
+        self,
+        worker_id: str,
+        leases: Sequence[Lease],
+        extend_seconds: float,
+        record: bool,
+        pool: PoolMember | None = None,
     ) -> dict[Lease, LeaseState]:
         moment = datetime.now(UTC)
         now = format_time(moment)
         until = format_time(moment + timedelta(seconds=extend_seconds))
         states = {}
         with self._tx() as db:
+            if pool is not None:
+                sqlite_fleet.beat(db, pool, now)
             for lease in leases:
                 params = {
                     "id": lease.id,

@@ -21,12 +21,10 @@ from ..fleet import (
     TypeControl,
 )
 from ..gotime import parse_time
+from .sqlite_file import SqliteFile
+from .sqlite_rows import now_text
 
 Q = queries.load("sqlite_fleet")
-
-
-def join_pool(db: sqlite3.Connection, member: PoolMember, now: str) -> None:
-    db.execute(Q["join_pool"], {**member.params(), "now": now})
 
 
 def beat(db: sqlite3.Connection, member: PoolMember, now: str) -> None:
@@ -35,25 +33,36 @@ def beat(db: sqlite3.Connection, member: PoolMember, now: str) -> None:
     db.execute(Q["forget_pools"], {"now": now, "forget_after": FORGET_AFTER_BEATS})
 
 
-def leave_pool(db: sqlite3.Connection, pool_id: str) -> None:
-    db.execute(Q["leave_pool"], {"pool_id": pool_id})
+class SqliteFleet(SqliteFile):
+    """The fleet's operations, mixed into `SqliteBackend`."""
 
+    def join_pool(self, member: PoolMember) -> None:
+        with self._tx() as db:
+            db.execute(Q["join_pool"], {**member.params(), "now": now_text()})
 
-def pools(db: sqlite3.Connection, now: str) -> list[PoolMember]:
-    params = {"now": now, "lost_after": LOST_AFTER_BEATS, "forget_after": FORGET_AFTER_BEATS}
-    return [
-        PoolMember.from_row(_times(dict(row), "started_at", "last_seen"))
-        for row in db.execute(Q["list_pools"], params)
-    ]
+    def leave_pool(self, pool_id: str) -> None:
+        with self._tx() as db:
+            db.execute(Q["leave_pool"], {"pool_id": pool_id})
 
+    def pools(self) -> list[PoolMember]:
+        params = {
+            "now": now_text(),
+            "lost_after": LOST_AFTER_BEATS,
+            "forget_after": FORGET_AFTER_BEATS,
+        }
+        with self._tx("DEFERRED") as db:
+            rows = [dict(row) for row in db.execute(Q["list_pools"], params)]
+        return [PoolMember.from_row(_times(row, "started_at", "last_seen")) for row in rows]
 
-def type_controls(db: sqlite3.Connection) -> list[TypeControl]:
-    return [TypeControl.from_row(dict(row)) for row in db.execute(Q["type_controls"])]
+    def type_controls(self) -> list[TypeControl]:
+        with self._tx("DEFERRED") as db:
+            return [TypeControl.from_row(dict(row)) for row in db.execute(Q["type_controls"])]
 
-
-def control_type(db: sqlite3.Connection, change: ControlChange, now: str) -> TypeControl:
-    row = db.execute(Q["control_type"], {**change.params(), "now": now}).fetchone()
-    return TypeControl.from_row(dict(row))
+    def control_type(self, change: ControlChange) -> TypeControl:
+        with self._tx() as db:
+            params = {**change.params(), "now": now_text()}
+            row = db.execute(Q["control_type"], params).fetchone()
+        return TypeControl.from_row(dict(row))
 
 
 def pending(

@@ -107,6 +107,7 @@ WITH expired AS (
     SELECT id, leased_by, attempt, max_attempts, priority, created_at FROM workflow_run
     WHERE status = 'leased' AND deleted_at IS NULL AND lease_until < now()
       AND (type = ANY(%(types)s::text[]) OR type LIKE ANY(%(prefixes)s::text[]))
+      AND type NOT IN (SELECT type FROM swf_type_control WHERE paused)
     ORDER BY lease_until
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -256,9 +257,11 @@ WITH leases AS MATERIALIZED (
 SELECT id, attempt FROM released;
 
 -- next_due --
+-- (a paused type's runs are not due: a drain does not wait for them)
 SELECT min(run_at) AS due FROM workflow_run
 WHERE status = 'pending' AND deleted_at IS NULL
-  AND (type = ANY(%(types)s::text[]) OR type LIKE ANY(%(prefixes)s::text[]));
+  AND (type = ANY(%(types)s::text[]) OR type LIKE ANY(%(prefixes)s::text[]))
+  AND type NOT IN (SELECT type FROM swf_type_control WHERE paused);
 
 -- heartbeat --
 -- Extend the leases this worker still holds; report every run's status in the same trip.
@@ -281,6 +284,20 @@ WITH held AS MATERIALIZED (
     INSERT INTO workflow_event (workflow_id, event_type, data)
     SELECT id, 'heartbeat', jsonb_build_object('extended_by_seconds', %(extend)s)
     FROM extended WHERE %(record)s
+), pool AS (
+    -- the pool's row in the fleet (swf_pool/fleet.py), renewed in the same trip; written
+    -- again if it was forgotten meanwhile
+    INSERT INTO swf_pool (id, host, pid, version, processes, executor, types, beat_seconds,
+                          in_flight, per_second)
+    SELECT %(pool_id)s, %(host)s, %(pid)s, %(version)s, %(processes)s, %(executor)s,
+           %(types)s::jsonb, %(beat_seconds)s, %(in_flight)s, %(per_second)s
+    WHERE %(pool_id)s::text IS NOT NULL
+    ON CONFLICT (id) DO UPDATE
+    SET in_flight = excluded.in_flight, per_second = excluded.per_second, last_seen = now()
+), forgotten AS (
+    DELETE FROM swf_pool
+    WHERE %(pool_id)s::text IS NOT NULL
+      AND last_seen < now() - make_interval(secs => beat_seconds * %(forget_after)s)
 ), async_commit AS (
     -- losing a renewal to a crash is safe: the lease may expire early, and then the run is
     -- claimed again under a new attempt, which the fence tells apart

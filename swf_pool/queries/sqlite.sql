@@ -73,6 +73,7 @@ SELECT id, leased_by, attempt, max_attempts FROM workflow_run
 WHERE status = 'leased' AND deleted_at IS NULL AND lease_until < :now
   AND (workflow_run.type IN (SELECT value FROM json_each(:types))
        OR EXISTS (SELECT 1 FROM json_each(:prefixes) p WHERE workflow_run.type LIKE p.value ESCAPE '\'))
+  AND workflow_run.type NOT IN (SELECT type FROM swf_type_control WHERE paused)
 ORDER BY lease_until
 LIMIT :limit;
 
@@ -120,7 +121,8 @@ SELECT min(run_at) AS due FROM workflow_run
 WHERE status = 'pending' AND deleted_at IS NULL
   AND (workflow_run.type IN (SELECT value FROM json_each(:types))
        OR EXISTS (SELECT 1 FROM json_each(:prefixes) p
-                  WHERE workflow_run.type LIKE p.value ESCAPE '\'));
+                  WHERE workflow_run.type LIKE p.value ESCAPE '\'))
+  AND workflow_run.type NOT IN (SELECT type FROM swf_type_control WHERE paused);
 
 -- extend --
 UPDATE workflow_run SET lease_until = :lease_until, updated_at = :now

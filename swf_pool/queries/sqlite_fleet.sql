@@ -62,8 +62,9 @@ RETURNING type, paused, concurrency, rate_limit, rate_seconds;
 SELECT type, paused, concurrency, rate_limit, rate_seconds, tokens, refilled_at
 FROM swf_type_control
 WHERE (paused OR concurrency IS NOT NULL OR rate_limit IS NOT NULL)
-  AND (type IN (SELECT value FROM json_each(:types))
-       OR EXISTS (SELECT 1 FROM json_each(:prefixes) p WHERE type LIKE p.value ESCAPE '\'))
+  AND (swf_type_control.type IN (SELECT value FROM json_each(:types))
+       OR EXISTS (SELECT 1 FROM json_each(:prefixes) p
+                  WHERE swf_type_control.type LIKE p.value ESCAPE '\'))
 ORDER BY type;
 
 -- leased_count --
@@ -72,7 +73,7 @@ WHERE type = :type AND status = 'leased' AND deleted_at IS NULL;
 
 -- pending_free --
 -- The claim's pending runs of the types that are neither paused nor limited.
-SELECT id, priority, created_at FROM workflow_run INDEXED BY swf_run_pending_idx
+SELECT id, type, priority, created_at FROM workflow_run INDEXED BY swf_run_pending_idx
 WHERE status = 'pending' AND deleted_at IS NULL AND run_at <= :now
   AND (workflow_run.type IN (SELECT value FROM json_each(:types))
        OR EXISTS (SELECT 1 FROM json_each(:prefixes) p WHERE workflow_run.type LIKE p.value ESCAPE '\'))
@@ -81,7 +82,7 @@ ORDER BY priority, created_at
 LIMIT :limit;
 
 -- pending_of_type --
-SELECT id, priority, created_at FROM workflow_run INDEXED BY swf_run_pending_type_idx
+SELECT id, type, priority, created_at FROM workflow_run INDEXED BY swf_run_pending_type_idx
 WHERE status = 'pending' AND deleted_at IS NULL AND run_at <= :now AND type = :type
 ORDER BY priority, created_at
 LIMIT :limit;
