@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from . import operations as ops
 from .backends import Backend, open_backend
+from .fleet import Fleet
 from .migrate import ensure_ready
 from .migrate import up as migrate_up
 from .models import (
@@ -80,6 +81,7 @@ class Client:
             self.backend.close()
             raise
         self.schedules = Schedules(self)
+        self.fleet = Fleet(self.backend)  # the pools, and pausing and limiting types
         self.waits = Waits(
             self.backend.finished_listener
         )  # every wait of this client, one listener for all

@@ -287,3 +287,34 @@ def _page(api: Server, pool_id: str) -> str | None:
     """The overview, once it lists the pool."""
     body = api.call("GET", "/ui/overview").body
     return body if pool_id in body else None
+
+
+@pytest.mark.timeout(240)
+def test_a_rate_limit_holds_over_a_minute_across_two_pools(postgres_dsn: str) -> None:
+    """600/min over a minute-long window, two pools claiming as fast as they can."""
+    with Client(postgres_dsn) as client:
+        client.fleet.limit("t.echo", rate="600/m")
+        client.submit_many({"type": "t.echo", "payload": i} for i in range(1500))
+        pools = [cli_pool(postgres_dsn, "--processes", "2", "--poll-interval", "0.05")
+                 for _ in range(2)]  # fmt: skip
+        query = "SELECT min(created_at) AS first, now() AS now FROM workflow.workflow_event " \
+                "WHERE event_type = 'leased'"  # fmt: skip
+        try:
+            first = wait_until(lambda: helpers.sql(postgres_dsn, query)[0]["first"], timeout=30)
+            wait_until(
+                lambda: (helpers.sql(postgres_dsn, query)[0]["now"] - first).total_seconds() > 61,
+                timeout=90,
+                interval=0.5,
+            )
+        finally:
+            for proc in pools:
+                proc.send_signal(signal.SIGTERM)
+            for proc in pools:
+                finish(proc)
+        started = helpers.sql(
+            postgres_dsn,
+            "SELECT count(*) AS n FROM workflow.workflow_event WHERE event_type = 'leased' "
+            "AND created_at >= %(first)s AND created_at < %(first)s + interval '60 seconds'",
+            {"first": first},
+        )[0]["n"]
+        assert 540 <= started <= 660, started
