@@ -215,6 +215,7 @@ class Endpoints:
 
     async def prometheus(self, request: Request) -> Response:
         self.metrics.record_queue_stats(await self.call(self.client.stats))
+        self.metrics.record_pools(await self.call(self.client.fleet.pools))
         return Response(self.metrics.exposition(), media_type="text/plain; version=0.0.4")
 
     async def openapi(self, request: Request) -> Response:

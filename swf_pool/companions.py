@@ -38,6 +38,7 @@ def companions(
 
         def stats() -> None:
             publish.record_queue_stats(client.stats())
+            publish.record_pools(client.fleet.pools())
 
         stack.enter_context(Periodic("swf-stats", settings.stats_interval, stats))
     older_than = settings.prune_older_than

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import start_http_server
 
 from .models import QueueStats, Status
+
+if TYPE_CHECKING:
+    from .fleet import PoolMember
 
 # the Go library's buckets for execution time
 DURATION_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300)
@@ -70,6 +74,9 @@ class MetricsCollector:
 
     def record_queue_stats(self, stats: QueueStats) -> None:
         """The periodic queue view: depth per type and status, lag, table bloat."""
+
+    def record_pools(self, pools: Sequence[PoolMember]) -> None:
+        """The fleet: how many pools are live, and how many lost."""
 
     def record_outcome(
         self, workflow_type: str, worker_id: str, attempt: int, status: Status, duration: float
@@ -186,6 +193,12 @@ class PrometheusMetrics(MetricsCollector):
             "Dead rows in workflow_run (table bloat; PostgreSQL)",
             registry=r,
         )
+        self.pools = Gauge(
+            "swf_pools",
+            "Pools in the fleet, live or lost (swf-pool workers)",
+            ["state"],
+            registry=r,
+        )
 
     def record_intent_claimed(self, workflow_type: str, worker_id: str) -> None:
         self.claimed.labels(workflow_type, worker_id).inc()
@@ -247,6 +260,11 @@ class PrometheusMetrics(MetricsCollector):
             self.lag.labels(workflow_type).set(seconds)
         if stats.dead_tuples is not None:
             self.dead_tuples.set(stats.dead_tuples)
+
+    def record_pools(self, pools: Sequence[PoolMember]) -> None:
+        lost = sum(pool.lost for pool in pools)
+        self.pools.labels("live").set(len(pools) - lost)
+        self.pools.labels("lost").set(lost)
 
     def exposition(self) -> bytes:
         """The text format, as /metrics serves it."""

@@ -230,6 +230,7 @@ def test_rest_lists_pools_and_steers_types(api: Server, client: Client) -> None:
         workers = wait_until(lambda: api.call("GET", "/api/v1/workers").body)
         assert [w["id"] for w in workers] == [pool.worker_id]
         assert workers[0]["state"] == "live" and workers[0]["executor"] == "thread"
+        assert 'swf_pools{state="live"} 1.0' in api.call("GET", "/api/v1/metrics").body
     assert api.call("POST", "/api/v1/types/x.a/pause").body["paused"] is True
     limits = api.call("PUT", "/api/v1/types/x.a/limits", {"concurrency": 3, "rate": "2/s"})
     assert limits.status == 200
