@@ -33,11 +33,14 @@ def main() -> None:
         target = parse_dsn(scratch.dsn)
         assert isinstance(target, PostgresTarget), "bench.producers runs on PostgreSQL"
         plain, in_tx = transactional(client, target, submits)
+        apart, together = with_own_write(client, target, submits)
         threads = threaded(client, submits * 2)
         tasks = asyncio.run(concurrent(scratch.dsn, submits * 2))
         latencies = wait_latency(client, waits)
     print(f"submit, plain:                       {plain:8.1f} us per run")
     print(f"submit in the caller's transaction:  {in_tx:8.1f} us per run (its commit included)")
+    print(f"an order, committed, then a submit:  {apart:8.1f} us per run (two commits)")
+    print(f"an order and its submit, one commit:  {together:8.1f} us per run")
     print(f"Client.submit, {CONCURRENCY} threads:          {threads:8.0f} runs/s")
     print(f"AsyncClient.submit, {CONCURRENCY} tasks:       {tasks:8.0f} runs/s")
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
@@ -47,6 +50,8 @@ def main() -> None:
         {
             "submit us": round(plain, 1),
             "submit in caller's tx us": round(in_tx, 1),
+            "order committed, then submit us": round(apart, 1),
+            "order and submit in one tx us": round(together, 1),
             "threads runs/s": round(threads),
             "async tasks runs/s": round(tasks),
             "wait p50 ms": round(p50, 2),
@@ -72,6 +77,30 @@ def transactional(client: Client, target: PostgresTarget, runs: int) -> tuple[fl
                 conn.commit()
             in_tx += time.perf_counter() - began
     return plain / runs * 1e6, in_tx / runs * 1e6
+
+
+def with_own_write(client: Client, target: PostgresTarget, runs: int) -> tuple[float, float]:
+    """Microseconds per run where the caller writes its own row too (the pattern the
+    transactional submit is for): the row committed and then a plain `submit`, against the
+    row and its run in one transaction; interleaved rounds."""
+    apart = together = 0.0
+    with psycopg.connect(target.conninfo) as conn:
+        conn.execute("CREATE TEMP TABLE bench_orders (i int)")
+        conn.commit()
+        for _ in range(4):
+            began = time.perf_counter()
+            for i in range(runs // 4):
+                conn.execute("INSERT INTO bench_orders VALUES (%s)", (i,))
+                conn.commit()
+                client.submit("bench.noop.v1", {"i": i})
+            apart += time.perf_counter() - began
+            began = time.perf_counter()
+            for i in range(runs // 4):
+                conn.execute("INSERT INTO bench_orders VALUES (%s)", (i,))
+                client.submit("bench.noop.v1", {"i": i}, conn=conn)
+                conn.commit()
+            together += time.perf_counter() - began
+    return apart / runs * 1e6, together / runs * 1e6
 
 
 def threaded(client: Client, runs: int) -> float:
