@@ -14,6 +14,7 @@ import orjson
 from . import argtypes
 from .client import DEFAULT_PRUNE_BATCH, DEFAULT_PRUNE_STATUSES, DEFAULT_RETRY_BATCH, Client
 from .errors import WaitTimeout
+from .fleet import TypeControl
 from .models import DEFAULT_LIST_LIMIT, Event, QueueStats, RunRecord, Status, TypeStats
 from .tracebacks import latest, traceback_of, without_traceback
 
@@ -112,18 +113,21 @@ def status(args: argparse.Namespace) -> None:
     with Client(args.dsn) as client:
         while True:
             stats = client.stats()
+            controls = client.fleet.controls()
             if args.json:
-                print(orjson.dumps(stats.to_json()).decode(), flush=True)
+                view = {**stats.to_json(), "controls": [c.to_dict() for c in controls]}
+                print(orjson.dumps(view).decode(), flush=True)
             else:
                 if args.watch and sys.stdout.isatty():
                     print("\x1b[H\x1b[2J", end="")  # clear the screen (a file gets each view)
-                print(render_status(stats, client.backend.description), flush=True)
+                text = render_status(stats, client.backend.description, controls)
+                print(text, flush=True)
             if not args.watch:
                 return
             time.sleep(args.watch)
 
 
-def render_status(stats: QueueStats, where: str) -> str:
+def render_status(stats: QueueStats, where: str, controls: Sequence[TypeControl] = ()) -> str:
     lines = [f"{where} at {stats.at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC", ""]
     header = ("TYPE", "PENDING", "DUE", "LEASED", "LAG", "FAILED 1H")
     rows = [_type_row(t) for t in stats.types]
@@ -141,9 +145,20 @@ def render_status(stats: QueueStats, where: str) -> str:
     lines.append(f"workers holding leases: {workers}")
     registered = ", ".join(f"{t} ({r})" for t, r in stats.registered.items()) or "none"
     lines.append(f"registered types: {registered}")
+    held = ", ".join(_control(c) for c in controls) or "none"
+    lines.append(f"paused or limited types: {held}")
     if stats.dead_tuples is not None:
         lines.append(f"dead tuples in workflow_run: {stats.dead_tuples}")
     return "\n".join(lines)
+
+
+def _control(control: TypeControl) -> str:
+    held = ["paused"] if control.paused else []
+    if control.concurrency is not None:
+        held.append(f"at most {control.concurrency} at once")
+    if control.rate is not None:
+        held.append(str(control.rate))
+    return f"{control.type} ({', '.join(held)})"
 
 
 def _type_row(t: TypeStats) -> tuple[str, ...]:

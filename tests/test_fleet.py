@@ -250,6 +250,9 @@ def test_cli_lists_pools_and_steers_types(dsn: str) -> None:
     ]  # fmt: skip
     out = cli("types", "limit", "x.a", "--concurrency", "4", "--rate", "100/m", "--dsn", dsn)
     assert out.returncode == 0 and "4" in out.stdout and "100/m" in out.stdout
+    shown = cli("status", "--dsn", dsn).stdout
+    assert "paused or limited types: x.a (paused, at most 4 at once, 100/m)" in shown
+    assert json.loads(cli("status", "--json", "--dsn", dsn).stdout)["controls"][0]["paused"]
     listed = json.loads(cli("types", "list", "--json", "--dsn", dsn).stdout)
     assert listed == [{"type": "x.a", "paused": True, "concurrency": 4, "rate": "100/m"}]
     bad = cli("types", "limit", "x.a", "--rate", "often", "--dsn", dsn)
