@@ -101,8 +101,12 @@ BEGIN
                swf_tokens(t.tokens, t.refilled_at, t.rate_limit, t.rate_seconds) AS tokens
         FROM swf_type_control t
         WHERE t.type = ANY(held) AND NOT t.paused
+          -- a limited type with nothing due is neither locked nor counted
+          AND EXISTS (SELECT 1 FROM workflow_run w
+                      WHERE w.type = t.type AND w.status = 'pending' AND w.deleted_at IS NULL
+                        AND w.run_at <= now())
         ORDER BY t.type
-        FOR UPDATE
+        FOR UPDATE OF t
     LOOP
         allowance := lim;
         IF c.concurrency IS NOT NULL THEN
