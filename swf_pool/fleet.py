@@ -22,6 +22,7 @@ from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
 from .errors import ValidationError
+from .validation import bounded, run_type
 
 if TYPE_CHECKING:
     from .backends import Backend
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 LOST_AFTER_BEATS = 3  # missed heartbeats before a pool is shown as lost
 FORGET_AFTER_BEATS = 60  # missed heartbeats before its row is removed
 RATE_WINDOW_SECONDS = 60.0  # a pool's runs/s is measured over the last minute
-MAX_TYPE_LENGTH = 255  # as a run's type
 MAX_LIMIT = 1_000_000  # a concurrency or a rate count beyond this is a typo
 # A rate limit's token bucket holds this many seconds' worth (at least one token), so that no
 # minute sees more than 5 % over the limit; the same number is in swf_tokens (migration 0009).
@@ -60,7 +60,7 @@ class Rate:
             )
         count, multiple, unit = match.groups()
         seconds = float(multiple or 1) * _PERIODS[unit[0]]
-        return cls(_count("rate", int(count)), _positive_seconds(seconds, text))
+        return cls(bounded("rate", int(count), 1, MAX_LIMIT), _positive_seconds(seconds, text))
 
     def __str__(self) -> str:
         for unit, seconds in _PERIODS.items():
@@ -117,21 +117,9 @@ class ControlChange:
         }
 
 
-def type_name(value: object) -> str:
-    if not isinstance(value, str) or not value.strip() or "\x00" in value:
-        raise ValidationError(f"type must be a non-empty string, got {value!r}")
-    if len(value) > MAX_TYPE_LENGTH:
-        raise ValidationError(f"type is longer than {MAX_TYPE_LENGTH} characters")
-    return value
-
-
 def limit_value(value: object) -> int | None:
     """A concurrency limit: a positive count, or None for none."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(f"concurrency must be a whole number, got {value!r}")
-    return _count("concurrency", value)
+    return None if value is None else bounded("concurrency", value, 1, MAX_LIMIT)
 
 
 @dataclass(frozen=True)
@@ -222,11 +210,11 @@ class Fleet:
 
     def pause(self, type: str) -> TypeControl:
         """No pool claims runs of `type` until `resume`; runs already leased finish."""
-        return self.backend.control_type(ControlChange(type_name(type), paused=True))
+        return self.backend.control_type(ControlChange(run_type(type), paused=True))
 
     def resume(self, type: str) -> TypeControl:
         """Pools claim `type` again at once (they are woken)."""
-        return self.backend.control_type(ControlChange(type_name(type), paused=False))
+        return self.backend.control_type(ControlChange(run_type(type), paused=False))
 
     def limit(
         self,
@@ -238,7 +226,7 @@ class Fleet:
         """Set (or with None remove) a type's limits over all pools; `...` keeps one as is.
         concurrency: most runs leased at once; rate: most starts per period, e.g. '100/m'."""
         change = ControlChange(
-            type_name(type),
+            run_type(type),
             concurrency=None if concurrency is ... else limit_value(concurrency),
             set_concurrency=concurrency is not ...,
             rate=None if rate is ... or rate is None else Rate.parse(rate),
@@ -319,12 +307,6 @@ class RateWindow:
             self.samples.popleft()
         then, before = self.samples[0]
         return (total - before) / (now - then) if now > then else 0.0
-
-
-def _count(name: str, value: int) -> int:
-    if not 1 <= value <= MAX_LIMIT:
-        raise ValidationError(f"{name} must be between 1 and {MAX_LIMIT:,}, got {value}")
-    return value
 
 
 def _positive_seconds(seconds: float, text: str) -> float:

@@ -13,6 +13,7 @@ from . import argtypes
 from .client import Client
 from .errors import ValidationError
 from .fleet import Fleet, PoolMember, Rate, TypeControl
+from .ops_cli import table
 
 AddDsn = Callable[[argparse.ArgumentParser], None]
 
@@ -121,7 +122,7 @@ def render_pools(pools: Sequence[PoolMember], now: datetime) -> str:
         )
         for pool in pools
     ]
-    return _table(header, rows)
+    return table(header, rows)
 
 
 def render_controls(controls: Sequence[TypeControl]) -> str:
@@ -137,16 +138,7 @@ def render_controls(controls: Sequence[TypeControl]) -> str:
         )
         for c in controls
     ]
-    return _table(header, rows)
-
-
-def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
-    lines = []
-    for row in [header, *rows]:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        lines.append("  ".join([*cells, row[-1]]).rstrip())
-    return "\n".join(lines)
+    return table(header, rows)
 
 
 def _ago(moment: datetime | None, now: datetime) -> str:

@@ -288,10 +288,17 @@ def _print_runs(found: Sequence[RunRecord]) -> None:
         )
         for run in found
     ]
+    print(table(header, rows))
+
+
+def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+    """Aligned columns under a header; the last column (free text) is not padded."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    lines = []
     for row in [header, *rows]:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        print("  ".join([*cells, row[-1]]).rstrip())
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
 
 
 def _print_run(run: RunRecord) -> None:

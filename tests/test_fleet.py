@@ -95,8 +95,8 @@ def test_limits_keep_what_is_not_given(client: Client) -> None:
         (lambda f: f.limit("x", rate="5/q"), "rate must look like"),
         (lambda f: f.limit("x", rate="0/m"), "between 1 and"),
         (lambda f: f.limit("x", concurrency=0), "between 1 and"),
-        (lambda f: f.limit("x", concurrency=True), "whole number"),
-        (lambda f: f.pause(""), "non-empty"),
+        (lambda f: f.limit("x", concurrency=True), "must be an integer"),
+        (lambda f: f.pause(""), "must not be empty"),
     ],
 )
 def test_bad_controls_are_refused_and_change_nothing(client: Client, call, message) -> None:  # type: ignore[no-untyped-def]

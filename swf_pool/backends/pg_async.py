@@ -12,17 +12,16 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..dsn import PostgresTarget, redact
 from ..errors import ConnectError, DatabaseError, InvalidConnection
 from ..listener import FinishedListener
-from .pg_connect import CONNECT_TIMEOUT_SECONDS, Transient, connect_options, translate
+from .pg_connect import CONNECT_TIMEOUT_SECONDS, Transient, translate
 from .pg_drive import AsyncPostgresCaller, run_queries_async
 from .pg_ops import OPERATIONS
-from .pg_pool import CHECKOUT_TIMEOUT_SECONDS, IDLE_CHECK_SECONDS, decoding_loads, search_path
+from .pg_pool import IDLE_CHECK_SECONDS, decoding_loads, pool_options, search_path
 from .postgres import TRANSIENT_PAUSE_SECONDS, TRANSIENT_TRIES, finished_channel
 
 
@@ -34,15 +33,10 @@ class AsyncPostgresBackend:
         self.description = f"postgres {redact(target.conninfo)} (schema {target.schema})"
         self._used: WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = WeakKeyDictionary()
         self._pool = AsyncConnectionPool(
-            target.conninfo,
-            min_size=1,
-            max_size=max(1, pool_size),
-            kwargs={"autocommit": True, "row_factory": dict_row, **connect_options(target)},
             configure=self._configure,
             check=self._check,
-            open=False,
-            timeout=CHECKOUT_TIMEOUT_SECONDS,
             name=f"swf-pool-async:{target.schema}",
+            **pool_options(target, pool_size),
         )
 
     async def open(self) -> None:

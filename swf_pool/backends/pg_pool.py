@@ -50,6 +50,18 @@ def decoding_loads(data: str | bytes) -> Any:
         return text
 
 
+def pool_options(target: PostgresTarget, pool_size: int) -> dict[str, Any]:
+    """What the sync and the async connection pools of a backend share."""
+    return {
+        "conninfo": target.conninfo,
+        "min_size": 1,
+        "max_size": max(1, pool_size),
+        "kwargs": {"autocommit": True, "row_factory": dict_row, **connect_options(target)},
+        "open": False,
+        "timeout": CHECKOUT_TIMEOUT_SECONDS,
+    }
+
+
 class PostgresPool:
     def __init__(self, target: PostgresTarget, *, pool_size: int = 4) -> None:
         self.target = target
@@ -57,15 +69,10 @@ class PostgresPool:
         self._used: WeakKeyDictionary[psycopg.Connection[Any], float] = WeakKeyDictionary()
         probe(target).close()  # a clear error now beats a pool timeout later
         self._pool = ConnectionPool(
-            target.conninfo,
-            min_size=1,
-            max_size=max(1, pool_size),
-            kwargs={"autocommit": True, "row_factory": dict_row, **connect_options(target)},
             configure=self._configure,
             check=self._check,
-            open=False,
-            timeout=CHECKOUT_TIMEOUT_SECONDS,
             name=f"swf-pool:{target.schema}",
+            **pool_options(target, pool_size),
         )
         try:
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
