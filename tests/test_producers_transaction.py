@@ -135,18 +135,47 @@ def test_the_notify_is_delivered_at_the_commit(postgres_dsn: str) -> None:
 
 
 def test_the_callers_search_path_is_its_own(postgres_dsn: str) -> None:
+    # every statement a caller's connection is sent (submit, its idempotency lookup, cancel
+    # and its status check, a schedule) names the client's schema itself
     with Client(postgres_dsn) as client, caller(postgres_dsn) as conn:
         assert isinstance(conn, psycopg.Connection)
         conn.execute("SET search_path TO public")
         app_write(conn)  # public.orders
-        client.submit("t.echo", conn=conn)
+        client.submit("t.echo", idempotency_key="k", conn=conn)
+        assert not client.submit("t.echo", idempotency_key="k", conn=conn).created
         client.cancel(client.submit("t.echo", conn=conn).id, conn=conn)
+        client.schedule("t.echo", cron="0 3 * * *", conn=conn)
         row = conn.execute("SELECT current_setting('search_path')").fetchone()
         assert row == ("public",)
         conn.execute("INSERT INTO orders VALUES (2)")  # still public's table
         conn.commit()
         assert conn.execute("SELECT count(*) FROM public.orders").fetchone() == (2,)
         assert conn.execute("SELECT count(*) FROM workflow.workflow_run").fetchone() == (2,)
+        assert len(client.schedules.list()) == 1
+
+
+def test_a_cancel_wakes_waits_on_the_clients_schema(postgres_dsn: str) -> None:
+    # its completion NOTIFY is on the client's schema's channel, not the caller's path's
+    other = f"{postgres_dsn} schema=tenant_c"
+    target = parse_dsn(postgres_dsn)
+    assert isinstance(target, PostgresTarget)
+    with (
+        Client(other, migrate=True) as client,
+        psycopg.connect(target.conninfo, autocommit=True) as listener,
+        caller(postgres_dsn) as conn,
+    ):
+        listener.execute('LISTEN "swf_pool_done.tenant_c"')
+        run = client.submit("t.echo")
+        client.cancel(run.id, conn=conn)
+        assert isinstance(conn, psycopg.Connection)
+        conn.commit()
+        heard: list[str] = []
+
+        def hear() -> bool:
+            heard.extend(n.payload for n in listener.notifies(timeout=0.05))
+            return run.id in heard
+
+        wait_until(hear)
 
 
 def test_a_client_on_another_schema_writes_there(postgres_dsn: str) -> None:

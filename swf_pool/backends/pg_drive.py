@@ -3,16 +3,17 @@ autocommit), and on a caller's connection, inside the caller's transaction.
 
 On a caller's connection nothing is committed or rolled back: what we write becomes visible
 (and its NOTIFY is delivered, which PostgreSQL holds until the commit) when the caller
-commits, and vanishes if it rolls back. The caller's `search_path` is its own business: each
-statement runs with the client's schema set for the transaction (`set_config(..., true)`)
-and the caller's path put back right after, the three sent as one pipeline (one round trip).
-A connection in autocommit outside a transaction has none to join: the statements get one of
-their own, committed at once.
+commits, and vanishes if it rolls back. The caller's `search_path` is its own business: the
+statements sent there name the client's schema themselves (`qualified`), so nothing is set or
+put back around them and a submit costs one statement. A connection in autocommit outside a
+transaction has none to join: the statements get one of their own, committed at once.
 """
 
 from __future__ import annotations
 
+import re
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
+from functools import lru_cache
 from typing import Any, TypeVar
 
 import psycopg
@@ -54,6 +55,23 @@ async def run_queries_async(conn: psycopg.AsyncConnection[Row], queries: Queries
         return result
 
 
+# What the statements run on a caller's connection name: our tables, and the schema whose
+# channels their NOTIFYs use.
+_TABLE = re.compile(r"(?<![.\w])(workflow_run|workflow_event|workflow_schedule)\b")
+_CURRENT_SCHEMA = "current_schema()"
+
+
+@lru_cache(maxsize=256)
+def qualified(name: str, schema: str) -> str:
+    """`Q[name]` for a caller's connection: each table named in `schema` (whatever the
+    caller's search_path) and `current_schema()` replaced by `schema` itself.
+    `test_producers_transaction` runs every statement that comes here with the caller's
+    path elsewhere."""
+    table = sql.Identifier(schema).as_string(None)
+    text = _TABLE.sub(lambda m: f"{table}.{m.group(1)}", Q[name])
+    return text.replace(_CURRENT_SCHEMA, sql.Literal(schema).as_string(None))
+
+
 def check_usable(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
     """Refuse, before anything is sent, a connection that cannot take our statements."""
     if conn.closed:
@@ -88,17 +106,11 @@ class PostgresCaller:
             raise error from error.__cause__
 
     def _run(self, queries: Queries[T]) -> T:
-        conn = self.conn
-        path = {"path": sql.Identifier(self.schema).as_string(conn)}
         try:
             query = next(queries)
             while True:
-                cur = conn.cursor(row_factory=dict_row)
-                with conn.pipeline():
-                    conn.execute(Q["path_save"])
-                    conn.execute(Q["path_set"], path)
-                    cur.execute(Q[query.name], query.params)
-                    conn.execute(Q["path_restore"])
+                cur = self.conn.cursor(row_factory=dict_row)
+                cur.execute(qualified(query.name, self.schema), query.params)
                 query = queries.send(cur.fetchall() if cur.description is not None else [])
         except StopIteration as stop:
             result: T = stop.value
@@ -126,17 +138,11 @@ class AsyncPostgresCaller:
             raise error from error.__cause__
 
     async def _run(self, queries: Queries[T]) -> T:
-        conn = self.conn
-        path = {"path": sql.Identifier(self.schema).as_string(conn)}
         try:
             query = next(queries)
             while True:
-                cur = conn.cursor(row_factory=dict_row)
-                async with conn.pipeline():
-                    await conn.execute(Q["path_save"])
-                    await conn.execute(Q["path_set"], path)
-                    await cur.execute(Q[query.name], query.params)
-                    await conn.execute(Q["path_restore"])
+                cur = self.conn.cursor(row_factory=dict_row)
+                await cur.execute(qualified(query.name, self.schema), query.params)
                 rows = await cur.fetchall() if cur.description is not None else []
                 query = queries.send(rows)
         except StopIteration as stop:

@@ -199,5 +199,3 @@ OPERATIONS: dict[str, Callable[..., Queries[Any]]] = {
         delete_schedule,
     )
 }
-# What may run on a caller's connection, inside the caller's transaction.
-IN_CALLERS_TRANSACTION = frozenset({"submit", "cancel", "run_status", "create_schedule"})

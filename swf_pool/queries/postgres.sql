@@ -49,17 +49,6 @@ WITH runs AS MATERIALIZED (
 SELECT array(SELECT r.id::text FROM runs r WHERE r.id NOT IN (SELECT id FROM inserted))
        AS skipped;
 
--- path_save --
--- A caller's connection (`Client.submit(..., conn=)`): its search_path, kept for the
--- transaction while ours is in place (see `pg_drive`).
-SELECT set_config('swf_pool.search_path', current_setting('search_path'), true);
-
--- path_set --
-SELECT set_config('search_path', %(path)s, true);
-
--- path_restore --
-SELECT set_config('search_path', current_setting('swf_pool.search_path'), true);
-
 -- ids_by_key --
 SELECT idempotency_key, id FROM workflow_run WHERE idempotency_key = ANY(%(keys)s::text[]);
 
