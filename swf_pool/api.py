@@ -36,13 +36,12 @@ from .models import DEFAULT_LIST_LIMIT
 from .openapi import spec
 from .ticker import TickerThread
 from .tracebacks import run_view
-from .waiting import FINISHED
+from .waiting import FINISHED, MAX_WAIT_SECONDS
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app", "default_hosts"]
 log = logging.getLogger("swf_pool.api")
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-MAX_WAIT_SECONDS = 60.0  # a long poll's limit (`GET /workflows/{id}?wait=`)
 # request bodies: what each accepts (anything else is ignored, as the Go server does)
 SUBMIT_FIELDS = ("payload", "priority", "idempotency_key", "max_attempts")
 SCHEDULE_FIELDS = ("payload", "timezone", "priority", "max_attempts", "missed", "catch_up_limit")

@@ -138,7 +138,7 @@ class Pool:
                 stack.callback(self.client.close)
             self.executor = executor = make_executor(
                 s.executor, self.app, self.registry, self.leases, waker, self.processes,
-                s.concurrency, self.prefetch.per_process(), s.max_tasks_per_child,
+                self.prefetch.concurrency, self.prefetch.per_process(), s.max_tasks_per_child,
                 s.start_method,
             )  # fmt: skip
             at_once = s.statements_at_once(self.backend.statements_at_once())

@@ -11,6 +11,7 @@ All three take tasks with `dispatch()`, report `Result`s from `wait()`, and rout
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 from multiprocessing.connection import wait as wait_any
 from typing import Protocol
@@ -20,6 +21,8 @@ from .local_executors import InlineExecutor, ThreadExecutor
 from .models import LeaseState
 from .process_executor import ProcessExecutor
 from .worker import Result, Task
+
+log = logging.getLogger("swf_pool.pool")
 
 
 class Control(Protocol):
@@ -82,8 +85,18 @@ class Executor(Protocol):
 def runs_at_once(kind: str, registry: Registry, concurrency: int) -> int:
     """How many runs one worker executes at once: `concurrency` in a worker process of an app
     with async handlers (an event loop), else one (a thread, or the coordinator's own, runs
-    one at a time)."""
-    return concurrency if kind == "process" and registry.asynchronous else 1
+    one at a time), and a warning says the setting does nothing."""
+    if kind == "process" and registry.asynchronous:
+        return concurrency
+    if concurrency > 1:
+        why = "no async handler is served" if kind == "process" else f"the {kind} executor"
+        log.warning(
+            "--concurrency %d has no effect: %s (each worker runs one run at a time; "
+            "it applies to `async def` handlers in worker processes)",
+            concurrency,
+            why,
+        )
+    return 1
 
 
 def make_executor(
@@ -93,7 +106,7 @@ def make_executor(
     control: Control,
     waker: Waker,
     processes: int,
-    concurrency: int,
+    at_once: int,
     per_process: int,
     max_tasks_per_child: int | None,
     start_method: str | None,
@@ -109,7 +122,7 @@ def make_executor(
         control,
         waker,
         processes,
-        runs_at_once(kind, registry, concurrency),
+        at_once,
         registry.asynchronous,
         per_process,
         max_tasks_per_child,

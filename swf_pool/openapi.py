@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .models import EventType, Status
+from .waiting import MAX_WAIT_SECONDS
 
 JSON_VALUE: dict[str, Any] = {"description": "any JSON value", "nullable": True}
 TIME = {"type": "string", "format": "date-time"}
@@ -197,13 +198,16 @@ def _operation(
 
 
 ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": UUID}
-# (described, not declared as a parameter: a fuzzer would hold each request for up to a
-# minute on the runs it created)
-WAIT = (
-    "`?wait=SECONDS` (0 to 60) makes it a long poll: the answer comes as soon as the run has "
-    "finished (succeeded, failed or cancelled), or with the run as it is when the seconds "
-    "are up; a bad value is a 400."
-)
+WAIT_PARAM = {
+    "name": "wait",
+    "in": "query",
+    "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_SECONDS},
+    "description": (
+        f"seconds (0 to {MAX_WAIT_SECONDS:g}): a long poll; the answer comes as soon as the "
+        "run has finished (succeeded, failed or cancelled), or with the run as it is when the "
+        "seconds are up"
+    ),
+}
 LIST_PARAMS = [
     {"name": "type", "in": "query", "schema": {"type": "string"}},
     {
@@ -229,7 +233,7 @@ def spec(secured: bool) -> dict[str, Any]:
         },
         "/api/v1/workflows/{id}": {
             "parameters": [ID_PARAM],
-            "get": {**_operation("A run", 200, _ref("Run"), 400, 404), "description": WAIT},
+            "get": _operation("A run", 200, _ref("Run"), 400, 404, params=[WAIT_PARAM]),
             "delete": _operation("Cancel a run", 200, _ref("Status"), 400, 404, 409),
         },
         "/api/v1/workflows/{id}/events": {

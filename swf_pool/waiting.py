@@ -4,8 +4,7 @@ One registry of waiters per client, woken by one listener thread: on PostgreSQL 
 that a flush (`complete`, once per statement) or a cancel sends, carrying the ids of the runs
 that finished. A woken waiter reads its run again. No waiter holds a connection between its
 reads. Polling is the fallback: on SQLite, while the listener is down or not yet listening
-(a few milliseconds, backing off), and now and then beside it for runs that finish without a
-NOTIFY (a lease that expired for the last time).
+(a few milliseconds, backing off), and now and then beside it, in case a NOTIFY was missed.
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
 POLL_FIRST_SECONDS = 0.005
 POLL_MAX_SECONDS = 0.2  # without a listener, reads back off to one per this
 LISTENING_POLL_SECONDS = 1.0  # with one, a read this often all the same
+MAX_WAIT_SECONDS = 60.0  # a long poll's limit (`GET /workflows/{id}?wait=`)
 
 
 class Pace:

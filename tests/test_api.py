@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -377,6 +378,11 @@ def test_the_live_server_matches_its_openapi_document(postgres_dsn: str, tmp_pat
             timeout=300,
             check=False,
             cwd=tmp_path,
+            env={
+                **os.environ,
+                "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks",
+                "PYTHONPATH": str(ROOT),
+            },
         )
     finally:
         assert stop(running) == 0

@@ -57,11 +57,25 @@ def test_one_process_runs_concurrency_runs_at_once_and_no_more(client: Client) -
     assert len({r["pid"] for r in results}) == 1
 
 
-def test_capacity_is_processes_times_concurrency_only_for_async_handlers(client: Client) -> None:
+def test_capacity_is_processes_times_concurrency_only_for_async_handlers(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where `concurrency` cannot apply, a warning says so rather than leaving the user to
+    wonder why 50 runs at once turned into one."""
     assert Pool(client, APP, processes=3, concurrency=50).prefetch.slots == 150
+    assert not caplog.records
     assert Pool(client, APP, processes=3, concurrency=50, executor="thread").prefetch.slots == 3
+    [warning] = caplog.records
+    assert warning.levelname == "WARNING"
+    assert warning.getMessage().startswith("--concurrency 50 has no effect: the thread executor")
+    caplog.clear()
     sync_only = Pool(client, "tests.apps:registry", processes=3, concurrency=50)
     assert sync_only.prefetch.slots == 3  # a worker of sync handlers runs one at a time
+    [warning] = caplog.records
+    assert "has no effect: no async handler is served" in warning.getMessage()
+    caplog.clear()
+    Pool(client, "tests.apps:registry", processes=3)  # the default, 1: nothing to say
+    assert not caplog.records
 
 
 def test_cancel_cancels_the_task_and_spares_the_others(client: Client, tmp_path: Path) -> None:

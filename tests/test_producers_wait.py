@@ -98,6 +98,45 @@ def test_the_completion_notify_is_one_per_flush(postgres_dsn: str) -> None:
         assert payloads[1] == marker.id
 
 
+@pytest.mark.parametrize("ending", ["lease expired on the last attempt", "undecodable payload"])
+def test_runs_a_claim_fails_wake_their_waits(postgres_dsn: str, ending: str) -> None:
+    """Not only a flush finishes runs: a claim fails those whose last lease expired and those
+    whose payload this client cannot decode, and their waits hear of it at once."""
+    target = parse_dsn(postgres_dsn)
+    assert isinstance(target, PostgresTarget)
+    with Client(postgres_dsn) as client, psycopg.connect(target.conninfo, autocommit=True) as conn:
+        conn.execute(
+            pgsql.SQL("LISTEN {}").format(pgsql.Identifier(finished_channel(target.schema)))
+        )
+        if ending == "undecodable payload":
+            [row] = sql(
+                postgres_dsn,
+                "INSERT INTO workflow_run (type, payload) VALUES ('t.echo', '[1e400]')"
+                " RETURNING id",
+            )
+        else:
+            [row] = sql(
+                postgres_dsn,
+                "INSERT INTO workflow_run (type, payload, status, attempt, max_attempts,"
+                " leased_by, lease_until) VALUES ('t.echo', '{}', 'leased', 1, 1, 'gone',"
+                " now() - interval '1s')"
+                " RETURNING id",
+            )
+        run_id = str(row["id"])
+        assert claim(client, 10) == []
+        assert client.get(run_id).status is Status.FAILED  # type: ignore[union-attr]
+        payloads: list[str] = []
+
+        def heard() -> bool:
+            payloads.extend(n.payload for n in conn.notifies(timeout=0.05))
+            return bool(payloads)
+
+        wait_until(heard)
+        assert payloads == [run_id]
+        assert claim(client, 10) == []  # a claim that fails nothing notifies nobody
+        assert list(conn.notifies(timeout=0.2)) == []
+
+
 def test_many_waits_hold_no_connection_each(postgres_dsn: str) -> None:
     with Client(postgres_dsn) as client:
         runs = client.submit_many([{"type": "t.echo"}] * 20)

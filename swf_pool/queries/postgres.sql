@@ -112,6 +112,11 @@ WITH expired AS (
                             'completing it', r.attempt, r.max_attempts, r.leased_by)
     FROM expired e WHERE r.id = e.id AND e.attempt >= e.max_attempts
     RETURNING r.id, r.attempt, r.last_error, e.leased_by
+), notified AS (
+    -- the waits of runs failed here are woken, as `complete` wakes them
+    SELECT pg_notify('swf_pool_done.' || current_schema(),
+                     CASE WHEN length(ids) < 7900 THEN ids ELSE '' END)
+    FROM (SELECT string_agg(id::text, ',') AS ids FROM exhausted) f WHERE ids IS NOT NULL
 ), picked AS (
     SELECT id, leased_by AS expired_from, true AS rescued FROM expired WHERE attempt < max_attempts
     UNION ALL
@@ -132,7 +137,7 @@ WITH expired AS (
     FROM exhausted
     UNION ALL
     SELECT id, 'failed', jsonb_build_object('attempt', attempt, 'error', last_error)
-    FROM exhausted
+    FROM exhausted WHERE (SELECT count(*) FROM notified) >= 0  -- (runs `notified`)
     UNION ALL
     SELECT id, 'lease_expired', jsonb_build_object('worker_id', expired_from, 'attempt', attempt - 1)
     FROM claimed WHERE rescued
@@ -223,8 +228,13 @@ WITH bad AS MATERIALIZED (
 ), events AS (
     INSERT INTO workflow_event (workflow_id, event_type, data)
     SELECT id, 'failed', jsonb_build_object('attempt', attempt, 'error', error) FROM failed
+), notified AS (
+    -- their waits are woken, as `complete` wakes them
+    SELECT pg_notify('swf_pool_done.' || current_schema(),
+                     CASE WHEN length(ids) < 7900 THEN ids ELSE '' END)
+    FROM (SELECT string_agg(id::text, ',') AS ids FROM failed) f WHERE ids IS NOT NULL
 )
-SELECT id FROM failed;
+SELECT id FROM failed WHERE (SELECT count(*) FROM notified) >= 0;
 
 -- release --
 -- Give back runs that were claimed but never started: pending again, the attempt not spent.
