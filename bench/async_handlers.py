@@ -19,9 +19,10 @@ import subprocess
 import sys
 
 from swf_pool import Registry, Run
+from swf_pool.dsn import PostgresTarget, parse_dsn
 
-from .common import CpuUse, Scratch, fill, middle_rate, parser, quick, report
-from .remote import ROOT, succeeded
+from .common import CpuUse, Scratch, fill, middle_rate, parser, quick, report, swf_finished
+from .remote import ROOT
 
 TYPE = "bench.async_sleep.v1"
 APP = "bench.async_handlers:registry"  # what the pool imports (this module is __main__ here)
@@ -49,7 +50,10 @@ def drain(dsn: str, runs: int, concurrency: int, sleep: float) -> tuple[float, d
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        rate = middle_rate(lambda: succeeded(dsn), runs, [proc], "the pool")
+        target = parse_dsn(dsn)
+        assert isinstance(target, PostgresTarget)
+        query = swf_finished(target.schema)
+        rate = middle_rate([proc], "the pool", target.conninfo, query, runs)
     return rate, cpu.per_run(runs)
 
 

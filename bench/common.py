@@ -224,31 +224,46 @@ def _commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def middle_rate(
-    done: Callable[[], int], runs: int, procs: list[subprocess.Popen[bytes]], what: str
-) -> float:
-    """Runs/s of the processes `procs` draining `runs` runs, between 10 % and 90 % done
-    (start-up and the tail left out), `done()` read every 20 ms; each process must exit 0."""
-    marks: dict[int, float] = {}
+def marks(conninfo: str, query: str, runs: int) -> tuple[float, float]:
+    """When (epoch seconds, from the table) the job at 10 % and the one at 90 % finished;
+    `query` returns the finish times in order, with an OFFSET and a LIMIT to fill in."""
     low, high = runs // 10, runs - runs // 10
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        found = [conn.execute(query.encode(), (n - 1,)).fetchone() for n in (low, high)]
+    if not (found[0] and found[1]):
+        raise RuntimeError("fewer jobs finished than were submitted")
+    return float(found[0][0]), float(found[1][0])
+
+
+def swf_finished(schema: str) -> str:
+    """`marks`' query for swf-pool: the times its runs succeeded (a flush's `updated_at`)."""
+    return (
+        f'SELECT extract(epoch FROM updated_at) FROM "{schema}".workflow_run '  # noqa: S608
+        "WHERE status = 'succeeded' ORDER BY updated_at OFFSET %s LIMIT 1"
+    )
+
+
+def middle_rate(
+    procs: list[subprocess.Popen[bytes]], what: str, conninfo: str, query: str, runs: int
+) -> float:
+    """Jobs/s of the processes `procs` draining `runs` jobs, between 10 % and 90 % done
+    (start-up and the tail left out): each process must exit 0, then `marks` reads the
+    moments from the table. Nothing polls the database meanwhile: on two cores an observer's
+    queries would take CPU from the drain it measures (and the more so, the bigger the table
+    it counts)."""
     deadline = time.monotonic() + 600
-    try:
-        while len(marks) < 2 and time.monotonic() < deadline:
-            ended = all(proc.poll() is not None for proc in procs)
-            count, now = done(), time.perf_counter()
-            for mark in (low, high):
-                if count >= mark and mark not in marks:
-                    marks[mark] = now
-            if ended:
-                break  # done or not: the checks below tell
-            time.sleep(0.02)
-    finally:
-        for proc in procs:
-            if proc.wait(timeout=120) != 0:
-                raise RuntimeError(f"{what} exited with status {proc.returncode}")
-    if len(marks) < 2:
-        raise RuntimeError(f"{what} did not drain {runs} runs")
-    return (high - low) / (marks[high] - marks[low])
+    for proc in procs:
+        try:
+            code = proc.wait(timeout=max(deadline - time.monotonic(), 1.0))
+        except subprocess.TimeoutExpired:
+            for other in procs:
+                other.kill()
+            raise RuntimeError(f"{what} did not drain {runs} jobs in 10 minutes") from None
+        if code != 0:
+            raise RuntimeError(f"{what} exited with status {code}")
+    start, end = marks(conninfo, query, runs)
+    low, high = runs // 10, runs - runs // 10
+    return (high - low) / max(end - start, 1e-6)
 
 
 def markdown(name: str, results: dict[str, Any]) -> str:

@@ -43,7 +43,7 @@ from psycopg.conninfo import conninfo_to_dict
 from swf_pool.dsn import PostgresTarget, parse_dsn
 from swf_pool.threads import Background
 
-from .common import Scratch, _cpu_by_pid, middle_rate, parser, quick, report
+from .common import Scratch, _cpu_by_pid, marks, middle_rate, parser, quick, report, swf_finished
 from .remote import drain
 
 if TYPE_CHECKING:
@@ -171,17 +171,6 @@ class CpuSeries(Background):
         }
 
 
-def marks(conninfo: str, query: str, runs: int) -> tuple[float, float]:
-    """When (epoch seconds, from the table) the job at 10 % and the one at 90 % finished;
-    `query` returns the finish times in order, with an OFFSET and a LIMIT to fill in."""
-    low, high = runs // 10, runs - runs // 10
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        found = [conn.execute(query.encode(), (n - 1,)).fetchone() for n in (low, high)]
-    if not (found[0] and found[1]):
-        raise RuntimeError("fewer jobs finished than were submitted")
-    return float(found[0][0]), float(found[1][0])
-
-
 def swf_drain(dsn: str, runs: int) -> tuple[float, dict[str, float]]:
     """swf-pool's rate (bench.remote's drain: the CLI with its defaults, `--processes 2`),
     and CPU per job between 10 % and 90 % done."""
@@ -189,11 +178,7 @@ def swf_drain(dsn: str, runs: int) -> tuple[float, dict[str, float]]:
         rate = drain(scratch.dsn, scratch.dsn, runs, 1, [])
         target = parse_dsn(scratch.dsn)
         assert isinstance(target, PostgresTarget)
-        query = (
-            f'SELECT extract(epoch FROM updated_at) FROM "{target.schema}".workflow_run '  # noqa: S608
-            "WHERE status = 'succeeded' ORDER BY updated_at OFFSET %s LIMIT 1"
-        )
-        start, end = marks(target.conninfo, query, runs)
+        start, end = marks(target.conninfo, swf_finished(target.schema), runs)
     return rate, cpu.window(start, end, runs - 2 * (runs // 10))
 
 
@@ -201,7 +186,7 @@ def pgq_drain(
     conninfo: str, runs: int, processes: int, batch: int
 ) -> tuple[float, dict[str, float]]:
     """PgQueuer's rate: `processes` x `pgqueuer run --mode drain --batch-size batch` on `runs`
-    no-op jobs in a fresh schema, read from its table as bench.remote reads swf-pool's; and
+    no-op jobs in a fresh schema, read from its log as bench.remote reads swf-pool's table; and
     CPU per job between 10 % and 90 % done."""
     schema = f"pgq_bench_{uuid.uuid4().hex[:8]}"
     env = pg_env(conninfo, schema)
@@ -211,12 +196,12 @@ def pgq_drain(
             [*command, "install"], env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL
         )
         enqueue(conninfo, schema, runs)
-        with CpuSeries() as cpu:
-            rate = _pgq_run(conninfo, schema, env, runs, processes, batch)
         query = (
             f'SELECT extract(epoch FROM created) FROM "{schema}".pgqueuer_log '  # noqa: S608
             "WHERE status = 'successful' ORDER BY created, id OFFSET %s LIMIT 1"
         )
+        with CpuSeries() as cpu:
+            rate = _pgq_run(conninfo, query, env, runs, processes, batch)
         start, end = marks(conninfo, query, runs)
     finally:
         with psycopg.connect(conninfo, autocommit=True) as conn:
@@ -241,7 +226,7 @@ def enqueue(conninfo: str, schema: str, runs: int) -> None:
 
 
 def _pgq_run(
-    conninfo: str, schema: str, env: dict[str, str], runs: int, processes: int, batch: int
+    conninfo: str, query: str, env: dict[str, str], runs: int, processes: int, batch: int
 ) -> float:
     command = [sys.executable, "-c", f"from bench.peers import worker; worker({batch})"]
     procs = [
@@ -254,14 +239,7 @@ def _pgq_run(
         )
         for _ in range(processes)
     ]
-    query = f'SELECT count(*) FROM "{schema}".pgqueuer'.encode()  # noqa: S608
-
-    def done() -> int:
-        with psycopg.connect(conninfo, autocommit=True) as conn:  # as bench.remote polls
-            row = conn.execute(query).fetchone()
-        return runs - (int(row[0]) if row else runs)
-
-    return middle_rate(done, runs, procs, "a PgQueuer process")
+    return middle_rate(procs, "a PgQueuer process", conninfo, query, runs)
 
 
 def checkpoint(conninfo: str) -> None:

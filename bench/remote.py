@@ -19,13 +19,12 @@ import sys
 import threading
 from pathlib import Path
 
-import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from swf_pool.dsn import PostgresTarget, parse_dsn
 from swf_pool.threads import Background
 
-from .common import Scratch, fill, middle_rate, parser, quick, report
+from .common import Scratch, fill, middle_rate, parser, quick, report, swf_finished
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,15 +92,6 @@ def via(dsn: str, port: int) -> str:
     )
 
 
-def succeeded(dsn: str) -> int:
-    target = parse_dsn(dsn)
-    assert isinstance(target, PostgresTarget)
-    with psycopg.connect(target.conninfo, autocommit=True) as conn:
-        query = f"SELECT count(*) FROM \"{target.schema}\".workflow_run WHERE status = 'succeeded'"  # noqa: S608
-        row = conn.execute(query.encode()).fetchone()
-        return int(row[0]) if row else 0
-
-
 def drain(dsn: str, pool_dsn: str, runs: int, pools: int, extra: list[str]) -> float:
     """Runs/s of `pools` pools draining `runs` no-op runs, between 10 % and 90 % done."""
     fill(dsn, runs)
@@ -117,7 +107,9 @@ def drain(dsn: str, pool_dsn: str, runs: int, pools: int, extra: list[str]) -> f
         )
         for _ in range(pools)
     ]
-    return middle_rate(lambda: succeeded(dsn), runs, procs, "a pool")
+    target = parse_dsn(dsn)
+    assert isinstance(target, PostgresTarget)
+    return middle_rate(procs, "a pool", target.conninfo, swf_finished(target.schema), runs)
 
 
 def main() -> None:
