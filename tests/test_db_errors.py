@@ -4,16 +4,28 @@ deadlock is run again, not reported as an outage. Every error here comes from a 
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from swf_pool import Client, ConnectError, DatabaseError, DataRejected, Submitted, ValidationError
+from swf_pool import (
+    AsyncClient,
+    Client,
+    ConnectError,
+    DatabaseError,
+    DataRejected,
+    Submitted,
+    ValidationError,
+)
 from swf_pool.backends import postgres as pg_backend
 from swf_pool.backends import sqlite as sqlite_backend
 from swf_pool.models import RunFilter
@@ -204,6 +216,68 @@ def test_postgres_backend_maps_real_errors(postgres_dsn: str) -> None:
             conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
         run = client.get(client.submit("t", {}).id)  # on a new connection
         assert run is not None
+
+
+def _terminate_others(dsn: str) -> None:
+    """pg_terminate_backend for every other connection to the test database (a restart, as
+    far as a client's idle pooled connections can tell), once they are gone."""
+    query = (
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(query)
+        left = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        wait_until(lambda: conn.execute(left).fetchone() == (1,))
+
+
+@pytest.mark.parametrize("side", ["sync", "async"])
+def test_idle_connections_cost_no_round_trip_and_closed_ones_are_replaced(
+    postgres_dsn: str, side: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pooled connection handed out after a spell idle (an idle pool waking up to a NOTIFY)
+    is not checked with a round trip unless the server closed it; one it closed is replaced
+    before the statement is sent, so the caller never sees the restart."""
+    checked: list[object] = []
+
+    def counted(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        def check_connection(conn: Any) -> Any:
+            checked.append(conn)
+            return check(conn)  # (the async pool's: a coroutine, awaited by the caller)
+
+        return check_connection
+
+    for pool in (ConnectionPool, AsyncConnectionPool):
+        monkeypatch.setattr(pool, "check_connection", counted(pool.check_connection))
+
+    def scenario(submit: Callable[[], object]) -> None:
+        for _ in range(3):
+            submit()
+        time.sleep(1.2)  # idle a while (the scenario itself, not a synchronisation)
+        for _ in range(3):
+            submit()
+        assert checked == []
+        _terminate_others(postgres_dsn)
+        for _ in range(3):
+            submit()  # no error: the closed connection was found and replaced
+        assert checked
+        assert count(postgres_dsn) == 9
+
+    if side == "sync":
+        with Client(postgres_dsn) as client:
+            scenario(lambda: client.submit("t.echo"))
+        return
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with AsyncClient(postgres_dsn) as client:
+
+            def submit() -> object:
+                return asyncio.run_coroutine_threadsafe(client.submit("t.echo"), loop).result(60)
+
+            await loop.run_in_executor(None, scenario, submit)
+
+    asyncio.run(main())
 
 
 # -- SQLite ---------------------------------------------------------------------------------

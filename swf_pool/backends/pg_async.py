@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 from collections.abc import Callable
 from typing import Any
-from weakref import WeakKeyDictionary
 
 import psycopg
 from psycopg.types.json import set_json_loads
@@ -21,7 +19,7 @@ from ..listener import FinishedListener
 from .pg_connect import CONNECT_TIMEOUT_SECONDS, Transient, translate
 from .pg_drive import AsyncPostgresCaller, run_queries_async
 from .pg_ops import OPERATIONS
-from .pg_pool import IDLE_CHECK_SECONDS, decoding_loads, pool_options, search_path
+from .pg_pool import decoding_loads, has_input, pool_options, search_path
 from .postgres import TRANSIENT_PAUSE_SECONDS, TRANSIENT_TRIES, finished_channel
 
 
@@ -31,7 +29,6 @@ class AsyncPostgresBackend:
     def __init__(self, target: PostgresTarget, *, pool_size: int) -> None:
         self.target = target
         self.description = f"postgres {redact(target.conninfo)} (schema {target.schema})"
-        self._used: WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = WeakKeyDictionary()
         self._pool = AsyncConnectionPool(
             configure=self._configure,
             check=self._check,
@@ -53,8 +50,8 @@ class AsyncPostgresBackend:
         set_json_loads(decoding_loads, conn)
 
     async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """As `PostgresBackend._check`: only a connection idle for a while is checked."""
-        if time.monotonic() - self._used.get(conn, 0.0) > IDLE_CHECK_SECONDS:
+        """As `PostgresBackend._check`: only a connection the server closed is checked."""
+        if has_input(conn):
             await AsyncConnectionPool.check_connection(conn)
 
     def finished_listener(self, on_finished: Callable[[str | None], None]) -> FinishedListener:
@@ -76,9 +73,7 @@ class AsyncPostgresBackend:
         while True:
             try:
                 async with self._pool.connection() as conn:
-                    result = await run_queries_async(conn, OPERATIONS[name](*args))
-                    self._used[conn] = time.monotonic()
-                    return result
+                    return await run_queries_async(conn, OPERATIONS[name](*args))
             except psycopg.Error as exc:  # PoolTimeout included
                 error = translate(exc, self.description, self.target.schema)
                 if isinstance(error, ConnectError):

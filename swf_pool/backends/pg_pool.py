@@ -4,11 +4,10 @@ transaction) at a time, psycopg's errors made ours, deadlock victims run again."
 from __future__ import annotations
 
 import contextlib
-import time
+import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
-from weakref import WeakKeyDictionary
 
 import orjson
 import psycopg
@@ -22,11 +21,20 @@ from ..errors import ConnectError
 from .pg_connect import CONNECT_TIMEOUT_SECONDS, connect_options, probe, translate
 from .pg_ops import Row
 
-IDLE_CHECK_SECONDS = 1.0  # a connection unused this long is checked before it is handed out
 CHECKOUT_TIMEOUT_SECONDS = 5.0  # while the server is away, fail fast and let callers back off
 MAX_CONNECTIONS = 64  # one pool's statements at once, at the most
 T = TypeVar("T")
 P = ParamSpec("P")
+
+
+def has_input(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether an idle connection's socket has something to read (one poll(2), no round
+    trip). Between statements the server has nothing to say: input means it closed the
+    connection (a restart, pg_terminate_backend and a failover send an error, a crash at least
+    an end of file) or reports a changed setting; either way the connection is checked."""
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def search_path(target: PostgresTarget) -> sql.Composed:
@@ -66,7 +74,6 @@ class PostgresPool:
     def __init__(self, target: PostgresTarget, *, pool_size: int = 4) -> None:
         self.target = target
         self.description = f"postgres {redact(target.conninfo)} (schema {target.schema})"
-        self._used: WeakKeyDictionary[psycopg.Connection[Any], float] = WeakKeyDictionary()
         probe(target).close()  # a clear error now beats a pool timeout later
         self._pool = ConnectionPool(
             configure=self._configure,
@@ -80,10 +87,10 @@ class PostgresPool:
             raise ConnectError(f"cannot open a pool to {self.description}: {exc}") from None
 
     def _check(self, conn: psycopg.Connection[Any]) -> None:
-        """On checkout: a connection idle for a while may have been closed by the server (a
-        restart, pg_terminate_backend, a failover) without our knowing; one round trip tells,
-        and the pool replaces it if so. Busy connections skip the check."""
-        if time.monotonic() - self._used.get(conn, 0.0) > IDLE_CHECK_SECONDS:
+        """On checkout: a connection the server closed meanwhile (see `has_input`) fails
+        one round trip, and the pool replaces it; a healthy one is handed out without any
+        (a round trip per checkout would be in every idle pool's wake-up latency)."""
+        if has_input(conn):
             ConnectionPool.check_connection(conn)
 
     def _purge(self) -> None:
@@ -112,7 +119,6 @@ class PostgresPool:
         try:
             with self._pool.connection() as conn:
                 yield conn
-                self._used[conn] = time.monotonic()
         except psycopg.Error as exc:  # PoolTimeout included
             error = translate(exc, self.description, self.target.schema)
             if isinstance(error, ConnectError):
