@@ -14,7 +14,9 @@ CPU per job, in the same 10 %-90 % window, comes from /proc: the queue's process
 coordinator and workers, or PgQueuer's processes) and every PostgreSQL process. "Others" is the
 rest of the machine, in cores: what else ran meanwhile (each measurement first waits, a while,
 for a quiet machine); PostgreSQL's figure includes whatever other clients made it do. With
---quick the window is shorter than the sampling, and the CPU figures mean little.
+--quick the window is shorter than the sampling, and the CPU figures mean little. Once a
+round, bench.drain's bare SQL ceiling (swf-pool's claim and a plain `succeeded` update, batch
+100, nothing else) gives what PostgreSQL spends on a job's two updates alone.
 
 PgQueuer is an optional extra: pip install 'swf-pool[peers]' (or make bench-peers).
 
@@ -44,6 +46,7 @@ from swf_pool.dsn import PostgresTarget, parse_dsn
 from swf_pool.threads import Background
 
 from .common import Scratch, _cpu_by_pid, marks, middle_rate, parser, quick, report, swf_finished
+from .drain import DEFAULT_BATCH_SIZE, ceiling
 from .remote import drain
 
 if TYPE_CHECKING:
@@ -290,6 +293,7 @@ def main() -> None:
     # by round, each configuration's measurements (swf-pool has several a round)
     rates: list[dict[str, list[float]]] = []
     cpu: list[dict[str, list[dict[str, float]]]] = []
+    bare: list[float] = []  # PostgreSQL µs/job of bench.drain's ceiling, once a round
     for r in range(rounds):
         print(f"round {r + 1} of {rounds}", flush=True)
         rates.append({name: [] for name in configs})
@@ -305,6 +309,9 @@ def main() -> None:
             rates[r][name].append(rate)
             cpu[r][name].append({**used, "others cores before": round(before, 2)})
             print(f"  {name}: {rate:,.0f} jobs/s; {used}", flush=True)
+        with Scratch(args.dsn) as scratch:
+            bare.append(ceiling(scratch.dsn, runs, DEFAULT_BATCH_SIZE)[1]["postgres"])
+        print(f"  swf-pool's bare SQL ceiling: PostgreSQL {bare[-1]} µs/job", flush=True)
 
     def median(name: str) -> float:
         return statistics.median(x for one in rates for x in one[name])
@@ -338,6 +345,7 @@ def main() -> None:
                 cost(best, "queue µs/job"),
                 cost(best, "postgres µs/job"),
             ],
+            "swf-pool bare SQL ceiling, postgres µs/job": statistics.median(bare),
         },
         {
             "order of a round": order,

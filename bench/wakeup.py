@@ -13,14 +13,16 @@ import statistics
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
-from swf_pool import Client, Status
+from swf_pool import Client, EventType, Status
 
 from .common import Scratch, parser, quick, report
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_SECONDS = 60.0
+ALONE = "bench.alone.v1"  # a type no pool serves
 
 
 def main() -> None:
@@ -47,10 +49,12 @@ def main() -> None:
                     raise RuntimeError("the pool did not start")
                 time.sleep(0.05)
             called: dict[str, float] = {}
+            returned: dict[str, float] = {}
             for i in range(runs):
                 time.sleep(gap)
                 now = time.time()
-                called[client.submit("bench.stamp.v1", i).id] = now
+                run_id = client.submit("bench.stamp.v1", i).id
+                called[run_id], returned[run_id] = now, time.time()
             deadline = time.monotonic() + READY_SECONDS
             started: dict[str, float] = {}
             while len(started) < runs and time.monotonic() < deadline:
@@ -62,6 +66,21 @@ def main() -> None:
         finally:
             pool.terminate()
             pool.wait(60)
+        # where the time goes, p50 of each step (ms from the `submit` call): the server's
+        # clock stamps the submit's and the claim's transactions
+        ids = list(started)
+        steps: dict[str, list[datetime | float]] = {
+            "submit's transaction starts": [created_at(client, i) for i in ids],
+            "submit returns": [returned[i] for i in ids],
+            "claim's transaction starts": [leased_at(client, i) for i in ids],
+            "handler starts": [started[i] for i in ids],
+        }
+        breakdown = {
+            step: round(statistics.median(ms(t) - called[i] * 1000 for t, i in pairs), 2)
+            for step, times in steps.items()
+            if (pairs := list(zip(times, ids, strict=True)))
+        }
+        alone = statements_alone(client, runs)
     latencies = sorted((started[i] - called[i]) * 1000 for i in started)
     q = statistics.quantiles(latencies, n=100)
     report(
@@ -73,9 +92,42 @@ def main() -> None:
             "p95 ms": round(q[94], 2),
             "p99 ms": round(q[98], 2),
             "max ms": round(latencies[-1], 2),
+            "p50 ms from the submit call, by step": breakdown,
+            "p50 ms of each statement alone": alone,
         },
         {"ms from the submit call": [round(v, 3) for v in latencies]},
     )
+
+
+def ms(moment: datetime | float) -> float:
+    return (moment.timestamp() if isinstance(moment, datetime) else moment) * 1000
+
+
+def created_at(client: Client, run_id: str) -> datetime:
+    run = client.get(run_id)
+    assert run is not None
+    return run.created_at
+
+
+def leased_at(client: Client, run_id: str) -> datetime:
+    return next(e.created_at for e in client.events(run_id) if e.event_type is EventType.LEASED)
+
+
+def statements_alone(client: Client, runs: int) -> dict[str, float]:
+    """The two durable commits in the path, each alone on a warm connection: a submit, and a
+    claim of that one run (of a type no pool serves), `runs` times."""
+    submits, claims = [], []
+    for _ in range(runs):
+        began = time.perf_counter()
+        client.submit(ALONE)
+        submitted = time.perf_counter()
+        client.backend.claim("bench-wakeup", [ALONE], [], 100, lease_seconds=60, audit_full=True)
+        submits.append(submitted - began)
+        claims.append(time.perf_counter() - submitted)
+    return {
+        "submit": round(statistics.median(submits) * 1000, 2),
+        "claim of one run": round(statistics.median(claims) * 1000, 2),
+    }
 
 
 if __name__ == "__main__":
