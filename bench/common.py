@@ -221,13 +221,23 @@ def _commit() -> str | None:
         )
     except OSError:
         return None
-    return out.stdout.strip() or None
+    commit = out.stdout.strip()
+    if not commit:
+        return None
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=RESULTS.parent.parent,
+    )
+    return f"{commit}+changes" if changed.stdout.strip() else commit
 
 
 def marks(conninfo: str, query: str, runs: int) -> tuple[float, float]:
     """When (epoch seconds, from the table) the job at 10 % and the one at 90 % finished;
     `query` returns the finish times in order, with an OFFSET and a LIMIT to fill in."""
-    low, high = runs // 10, runs - runs // 10
+    low, high = max(runs // 10, 1), runs - runs // 10
     with psycopg.connect(conninfo, autocommit=True) as conn:
         found = [conn.execute(query.encode(), (n - 1,)).fetchone() for n in (low, high)]
     if not (found[0] and found[1]):
@@ -252,17 +262,21 @@ def middle_rate(
     queries would take CPU from the drain it measures (and the more so, the bigger the table
     it counts)."""
     deadline = time.monotonic() + 600
-    for proc in procs:
-        try:
-            code = proc.wait(timeout=max(deadline - time.monotonic(), 1.0))
-        except subprocess.TimeoutExpired:
-            for other in procs:
-                other.kill()
-            raise RuntimeError(f"{what} did not drain {runs} jobs in 10 minutes") from None
-        if code != 0:
-            raise RuntimeError(f"{what} exited with status {code}")
+    try:
+        for proc in procs:
+            try:
+                code = proc.wait(timeout=max(deadline - time.monotonic(), 1.0))
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"{what} did not drain {runs} jobs in 10 minutes") from None
+            if code != 0:
+                raise RuntimeError(f"{what} exited with status {code}")
+    finally:  # none left draining into the next measurement
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     start, end = marks(conninfo, query, runs)
-    low, high = runs // 10, runs - runs // 10
+    low, high = max(runs // 10, 1), runs - runs // 10
     return (high - low) / max(end - start, 1e-6)
 
 

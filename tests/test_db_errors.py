@@ -5,10 +5,11 @@ deadlock is run again, not reported as an outage. Every error here comes from a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from swf_pool import (
 )
 from swf_pool.backends import postgres as pg_backend
 from swf_pool.backends import sqlite as sqlite_backend
+from swf_pool.backends.pg_async import AsyncPostgresBackend
 from swf_pool.models import RunFilter
 
 from .helpers import count, kind, wait_until
@@ -248,34 +250,53 @@ def test_idle_connections_cost_no_round_trip_and_closed_ones_are_replaced(
         return check_connection
 
     for pool in (ConnectionPool, AsyncConnectionPool):
-        monkeypatch.setattr(pool, "check_connection", counted(pool.check_connection))
+        checking = staticmethod(counted(pool.check_connection))
+        monkeypatch.setattr(pool, "check_connection", checking)
 
-    def scenario(submit: Callable[[], object]) -> None:
+    def scenario(submit: Callable[[], object], grow: Callable[[], object]) -> None:
         for _ in range(3):
             submit()
+        grow()  # four connections idle in the pool
         time.sleep(1.2)  # idle a while (the scenario itself, not a synchronisation)
         for _ in range(3):
             submit()
         assert checked == []
         _terminate_others(postgres_dsn)
-        for _ in range(3):
-            submit()  # no error: the closed connection was found and replaced
+        for _ in range(6):
+            submit()  # no error, no wait: the closed connections were found and replaced
         assert checked
-        assert count(postgres_dsn) == 9
+        assert count(postgres_dsn) == 12
 
     if side == "sync":
         with Client(postgres_dsn) as client:
-            scenario(lambda: client.submit("t.echo"))
+            backend = client.backend
+            assert isinstance(backend, pg_backend.PostgresBackend)
+
+            def grow() -> None:
+                with contextlib.ExitStack() as stack:
+                    for _ in range(4):
+                        stack.enter_context(backend._conn())
+
+            scenario(lambda: client.submit("t.echo"), grow)
         return
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         async with AsyncClient(postgres_dsn) as client:
+            backend = client._backend
+            assert isinstance(backend, AsyncPostgresBackend)
 
-            def submit() -> object:
-                return asyncio.run_coroutine_threadsafe(client.submit("t.echo"), loop).result(60)
+            async def hold_four() -> None:
+                async with contextlib.AsyncExitStack() as stack:
+                    for _ in range(4):
+                        await stack.enter_async_context(backend._checked_out())
 
-            await loop.run_in_executor(None, scenario, submit)
+            def run(work: Coroutine[Any, Any, object]) -> object:
+                return asyncio.run_coroutine_threadsafe(work, loop).result(60)
+
+            await loop.run_in_executor(
+                None, scenario, lambda: run(client.submit("t.echo")), lambda: run(hold_four())
+            )
 
     asyncio.run(main())
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import psycopg
@@ -23,6 +23,17 @@ from .pg_pool import decoding_loads, has_input, pool_options, search_path
 from .postgres import TRANSIENT_PAUSE_SECONDS, TRANSIENT_TRIES, finished_channel
 
 
+async def closed_by_server(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """`pg_pool.closed_by_server`, for an async connection."""
+    if not has_input(conn):
+        return False
+    try:
+        await AsyncConnectionPool.check_connection(conn)
+    except psycopg.Error:
+        return True
+    return False
+
+
 class AsyncPostgresBackend:
     kind = "postgres"
 
@@ -31,7 +42,6 @@ class AsyncPostgresBackend:
         self.description = f"postgres {redact(target.conninfo)} (schema {target.schema})"
         self._pool = AsyncConnectionPool(
             configure=self._configure,
-            check=self._check,
             name=f"swf-pool-async:{target.schema}",
             **pool_options(target, pool_size),
         )
@@ -49,10 +59,18 @@ class AsyncPostgresBackend:
         await conn.execute(search_path(self.target))
         set_json_loads(decoding_loads, conn)
 
-    async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """As `PostgresBackend._check`: only a connection the server closed is checked."""
-        if has_input(conn):
-            await AsyncConnectionPool.check_connection(conn)
+    @contextlib.asynccontextmanager
+    async def _checked_out(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """As `PostgresPool._checked_out`: a healthy connection costs no round trip; one the
+        server closed is replaced, after a check of all its idle siblings."""
+        async with self._pool.connection() as conn:
+            if not await closed_by_server(conn):
+                yield conn
+                return
+        with contextlib.suppress(Exception):
+            await self._pool.check()
+        async with self._pool.connection() as conn:
+            yield conn
 
     def finished_listener(self, on_finished: Callable[[str | None], None]) -> FinishedListener:
         return FinishedListener(self.target, finished_channel(self.target.schema), on_finished)
@@ -72,7 +90,7 @@ class AsyncPostgresBackend:
         tries = 1
         while True:
             try:
-                async with self._pool.connection() as conn:
+                async with self._checked_out() as conn:
                     return await run_queries_async(conn, OPERATIONS[name](*args))
             except psycopg.Error as exc:  # PoolTimeout included
                 error = translate(exc, self.description, self.target.schema)

@@ -30,11 +30,25 @@ P = ParamSpec("P")
 def has_input(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
     """Whether an idle connection's socket has something to read (one poll(2), no round
     trip). Between statements the server has nothing to say: input means it closed the
-    connection (a restart, pg_terminate_backend and a failover send an error, a crash at least
-    an end of file) or reports a changed setting; either way the connection is checked."""
+    connection (a restart, pg_terminate_backend, idle_session_timeout send an error, a crashed
+    backend at least an end of file; a vanished host shows only once the keepalives give up).
+    Where poll(2) is missing, every checkout counts as suspect."""
+    if not hasattr(select, "poll"):
+        return True
     poller = select.poll()
     poller.register(conn.fileno(), select.POLLIN)
     return bool(poller.poll(0))
+
+
+def closed_by_server(conn: psycopg.Connection[Any]) -> bool:
+    """`has_input`, confirmed by a round trip (after which the pool discards a closed one)."""
+    if not has_input(conn):
+        return False
+    try:
+        ConnectionPool.check_connection(conn)
+    except psycopg.Error:
+        return True
+    return False
 
 
 def search_path(target: PostgresTarget) -> sql.Composed:
@@ -77,7 +91,6 @@ class PostgresPool:
         probe(target).close()  # a clear error now beats a pool timeout later
         self._pool = ConnectionPool(
             configure=self._configure,
-            check=self._check,
             name=f"swf-pool:{target.schema}",
             **pool_options(target, pool_size),
         )
@@ -85,13 +98,6 @@ class PostgresPool:
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
         except PoolTimeout as exc:
             raise ConnectError(f"cannot open a pool to {self.description}: {exc}") from None
-
-    def _check(self, conn: psycopg.Connection[Any]) -> None:
-        """On checkout: a connection the server closed meanwhile (see `has_input`) fails
-        one round trip, and the pool replaces it; a healthy one is handed out without any
-        (a round trip per checkout would be in every idle pool's wake-up latency)."""
-        if has_input(conn):
-            ConnectionPool.check_connection(conn)
 
     def _purge(self) -> None:
         """After a lost connection, its idle siblings were most likely lost too (a restart,
@@ -117,10 +123,24 @@ class PostgresPool:
         """A pooled connection; psycopg's errors become ours (see `failure_kind`). Only a lost
         connection purges the pool."""
         try:
-            with self._pool.connection() as conn:
+            with self._checked_out() as conn:
                 yield conn
         except psycopg.Error as exc:  # PoolTimeout included
             error = translate(exc, self.description, self.target.schema)
             if isinstance(error, ConnectError):
                 self._purge()
             raise error from error.__cause__
+
+    @contextmanager
+    def _checked_out(self) -> Iterator[psycopg.Connection[Row]]:
+        """A pooled connection the server has not closed: a healthy one costs no round trip
+        (a check per checkout would be in every idle pool's wake-up latency). One it closed
+        goes back to the pool, which replaces it; its idle siblings were most likely closed
+        with it (a restart), so they are all checked before the next is taken."""
+        with self._pool.connection() as conn:
+            if not closed_by_server(conn):
+                yield conn
+                return
+        self._purge()
+        with self._pool.connection() as conn:
+            yield conn
