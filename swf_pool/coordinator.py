@@ -141,7 +141,7 @@ class Pool:
                 self.prefetch.concurrency, self.prefetch.per_process(), s.max_tasks_per_child,
                 s.start_method,
             )  # fmt: skip
-            at_once = s.statements_at_once(self.backend.statements_at_once())
+            at_once = s.statements_at_once(self.backend.statements_at_once(), self.prefetch.slots)
             # each statement thread holds a connection; the heartbeat and a handler's
             # `run.heartbeat()` need theirs too
             self.backend.reserve_connections(2 * at_once + 2)

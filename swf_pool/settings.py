@@ -124,7 +124,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("db_concurrency", None,
            "most claims and most flushes in flight at once, each on its own connection "
            "(default: as many as keep the workers fed and the outcomes moving, up to "
-           "max(4, processes/2), at most 8; SQLite: 1)",
+           "max(4, runs at once/2), at most 8, where runs at once is processes x the "
+           "concurrency that applies; SQLite: 1)",
            at_most(MAX_DB_CONCURRENCY), True, "--db-concurrency", int),
     Option("lease_seconds", DEFAULT_LEASE_SECONDS,
            "lease in seconds; renewed every lease/3 for every run in flight", positive, False,
@@ -216,9 +217,11 @@ class PoolSettings:
                 raise ConfigError(f"{option.name} {why}, got {values[option.name]!r}")
         return cls(**values)
 
-    def statements_at_once(self, most_the_backend_runs: int) -> int:
-        """How many claims (and how many flushes) may be in flight at once."""
-        wanted = self.db_concurrency or min(8, max(4, self.processes // 2))
+    def statements_at_once(self, most_the_backend_runs: int, runs_at_once: int) -> int:
+        """How many claims (and how many flushes) may be in flight at once, for a pool that
+        executes `runs_at_once` runs at once (its processes times the concurrency that
+        applies)."""
+        wanted = self.db_concurrency or min(8, max(4, runs_at_once // 2))
         return max(1, min(wanted, most_the_backend_runs))
 
 

@@ -75,6 +75,22 @@ def test_several_claims_are_in_flight_at_once(postgres_dsn: str) -> None:
         assert [r.status for r in client.list(limit=600)] == [Status.SUCCEEDED] * 600
 
 
+def test_claims_in_flight_follow_the_runs_executed_at_once(postgres_dsn: str) -> None:
+    """One process running 40 async runs at once has room for 8 claims of 5: by default they
+    are all in flight together (the default followed --processes alone: 4)."""
+    with Client(postgres_dsn) as client:
+        client.submit_many({"type": "a.echo", "payload": i} for i in range(400))
+        slow_statements(postgres_dsn, 0.2)
+        pool = Pool(
+            client, "tests.apps_async:registry", processes=1, concurrency=40, batch_size=5,
+            prefetch=0,
+        )  # fmt: skip
+        with most_at_once(postgres_dsn, "%swf_claimable%") as seen:
+            stats = pool.drain()
+        assert stats.succeeded == 400
+        assert seen[0] > 4
+
+
 def test_a_flush_refused_beside_one_that_succeeds(postgres_dsn: str) -> None:
     """Two flushes in flight; the database refuses one for its data. The other's outcomes are
     stored once, and the refused one is retried outcome by outcome: only the bad outcome
