@@ -42,8 +42,9 @@ class Run:
         self._control = control
 
     def heartbeat(self, seconds: float = DEFAULT_LEASE_SECONDS) -> bool:
-        """Extend the lease to `seconds` from now; False if the run is no longer ours. It waits
-        for the database: from an async handler, `await run.aheartbeat()` instead."""
+        """Extend the lease to at least `seconds` from now (it is never shortened: the pool
+        renews it too); False if the run is no longer ours. It waits for the database: from an
+        async handler, `await run.aheartbeat()` instead."""
         if seconds <= 0:
             raise ConfigError(f"heartbeat seconds must be > 0, got {seconds}")
         return self._control.extend_lease(self, seconds) is LeaseState.HELD

@@ -5,6 +5,7 @@ command line offers, its flag and environment variable. `Pool(...)` takes them a
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -16,6 +17,8 @@ from typing import Any
 from . import argtypes
 from .errors import ConfigError
 from .models import DEFAULT_LEASE_SECONDS, Audit
+
+log = logging.getLogger("swf_pool.pool")
 
 EXECUTORS = ("process", "thread", "inline")
 MAX_PROCESSES = 1024  # a typo like 100000 must not fork the machine to death
@@ -215,6 +218,14 @@ class PoolSettings:
             why = option.why_not(values[option.name])
             if why is not None:
                 raise ConfigError(f"{option.name} {why}, got {values[option.name]!r}")
+        beat, lease = values["heartbeat_interval"], values["lease_seconds"]
+        if beat is not None and beat >= lease:  # the tests do it on purpose, users by mistake
+            log.warning(
+                "heartbeat_interval %s >= lease_seconds %s: leases expire between renewals, "
+                "and running runs are claimed again",
+                beat,
+                lease,
+            )
         return cls(**values)
 
     def statements_at_once(self, most_the_backend_runs: int, runs_at_once: int) -> int:

@@ -154,3 +154,14 @@ def test_every_option_is_a_setting_and_has_help(option: Option) -> None:
     names = list(PoolSettings.__dataclass_fields__)
     assert option.name in names and option.help
     assert len(names) == len(OPTIONS)
+
+
+def test_a_heartbeat_slower_than_the_lease_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    PoolSettings.build(lease_seconds=30, heartbeat_interval=10)
+    assert not caplog.records
+    PoolSettings.build(lease_seconds=30, heartbeat_interval=30)
+    [warning] = caplog.records
+    assert warning.levelname == "WARNING"
+    assert "leases expire between renewals" in warning.getMessage()

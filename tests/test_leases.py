@@ -61,3 +61,19 @@ def test_a_claim_survives_a_crash_of_the_server() -> None:
             assert (after.status, after.attempt, after.leased_by) == (Status.LEASED, 1, "w")
             again = client.backend.claim("w", ["t.v1"], [], 1, lease_seconds=30, audit_full=True)
             assert again == []
+
+
+def test_a_shorter_heartbeat_never_shortens_a_lease(client: Client) -> None:
+    """A handler's `run.heartbeat()` asks for 30 s by default; under a 120 s lease, renewed
+    every 40 s, taking it at its word let the lease expire between two renewals and the pool's
+    own next claim run the same run a second time, beside the first."""
+    run_id = client.submit("t.v1", {}).id
+    [run] = client.backend.claim("w", ["t.v1"], [], 1, lease_seconds=120, audit_full=True)
+    before = client.get(run_id)
+    assert before is not None and before.lease_until is not None
+    lease = Lease(run.id, run.attempt)
+    assert client.backend.heartbeat("w", [lease], 30, False) == {lease: LeaseState.HELD}
+    after = client.get(run_id)
+    assert after is not None and after.lease_until is not None
+    assert after.lease_until >= before.lease_until
+    assert client.backend.claim("w", ["t.v1"], [], 1, lease_seconds=120, audit_full=True) == []

@@ -263,7 +263,9 @@ WHERE status = 'pending' AND deleted_at IS NULL
   AND type NOT IN (SELECT type FROM swf_type_control WHERE paused);
 
 -- heartbeat --
--- Extend the leases this worker still holds; report every run's status in the same trip.
+-- Extend the leases this worker still holds (never shorten one: a handler's `run.heartbeat()`
+-- asking for less than the pool's lease must not let it expire between two renewals); report
+-- every run's status in the same trip.
 -- SKIP LOCKED: a row locked now is being completed, cancelled or released, and waiting for it
 -- could deadlock with a flush (the two lock rows in no common order). Such a row is reported
 -- as held if it was ours when the statement began; the next beat tells what became of it.
@@ -276,7 +278,8 @@ WITH held AS MATERIALIZED (
     FOR UPDATE OF r SKIP LOCKED
 ), extended AS (
     UPDATE workflow_run r
-    SET lease_until = now() + make_interval(secs => %(extend)s), updated_at = now()
+    SET lease_until = greatest(r.lease_until, now() + make_interval(secs => %(extend)s)),
+        updated_at = now()
     WHERE r.id = ANY(ARRAY(SELECT id FROM mine))
     RETURNING r.id, r.attempt
 ), events AS (

@@ -125,7 +125,9 @@ WHERE status = 'pending' AND deleted_at IS NULL
   AND workflow_run.type NOT IN (SELECT type FROM swf_type_control WHERE paused);
 
 -- extend --
-UPDATE workflow_run SET lease_until = :lease_until, updated_at = :now
+-- never shortens a lease (see postgres.sql); our times compare as text, as the claim's do
+UPDATE workflow_run SET lease_until = max(coalesce(lease_until, :lease_until), :lease_until),
+    updated_at = :now
 WHERE id = :id AND status = 'leased' AND leased_by = :worker AND attempt = :attempt
   AND deleted_at IS NULL
 RETURNING id;
