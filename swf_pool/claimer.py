@@ -190,6 +190,11 @@ class Claimer:
             self._ask_due()
         return tasks
 
+    def close(self, now: float) -> list[Task]:
+        """At shutdown: wait for the claims under way; the tasks they bring."""
+        assert self.threads is not None
+        return [task for done in self.threads.close() for task in self.completed(done, now)]
+
     def _ask_due(self) -> None:
         """Learn, off the claim's path, when the earliest delayed run of ours is due."""
         if self.threads is None or self._asking_due:

@@ -41,7 +41,7 @@ from .models import Audit, Lease, Status
 from .poolstats import PoolStats
 from .prefetch import Prefetch
 from .settings import PoolSettings, default_worker_id
-from .statements import Done, StatementThreads
+from .statements import StatementThreads
 from .worker import SKIPPED, Result, Task
 
 log = logging.getLogger("swf_pool.pool")
@@ -159,8 +159,8 @@ class Pool:
                 self._shutdown()
             except BaseException:
                 executor.terminate()  # nothing outlives us; leases expire normally
-                self.claimer.threads.close()
-                self.flusher.threads.close()
+                self.claimer.threads.stop()
+                self.flusher.threads.stop()
                 raise
         log.info("pool %s stopped: %s", self.worker_id, self.stats.summary())
         return self.stats
@@ -214,21 +214,13 @@ class Pool:
     def _statements_done(self, now: float) -> None:
         assert self.claimer.threads is not None and self.flusher.threads is not None
         for done in self.claimer.threads.completed():
-            self._check(done)
             self.pending.extend(self.claimer.completed(done, now))
             self._adapt_prefetch()
         flushed = self.flusher.threads.completed()
         for done in flushed:
-            self._check(done)
             self.flusher.completed(done, now)
         if flushed and self.measuring:
             self.metrics.record_in_flight(self.worker_id, len(self.ledger))
-
-    @staticmethod
-    def _check(done: Done) -> None:
-        """Database errors come back as values; anything else is a bug: let it out."""
-        if done.error is not None:
-            raise done.error
 
     def running(self) -> int:
         """Tasks claimed and not finished: started, or waiting for a worker."""
@@ -343,32 +335,37 @@ class Pool:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
-        """Release what never started, let running runs finish, flush everything."""
-        assert self.executor is not None
-        assert self.claimer.threads is not None and self.flusher.threads is not None
+        """Release what never started; let running runs finish within the grace, their
+        outcomes flushed as they come (a kill after a grace the platform cuts short loses
+        none of those); then flush what is left."""
+        executor, claimer, flusher = self.executor, self.claimer, self.flusher
+        assert executor is not None
+        assert claimer.threads is not None and flusher.threads is not None
         self.stopping = True
-        now = time.monotonic()
-        for done in self.claimer.threads.close():  # what is under way finishes
-            self._check(done)
-            self.pending.extend(self.claimer.completed(done, now))
-        for done in self.flusher.threads.close():
-            self._check(done)
-            self.flusher.completed(done, now)
-        self._release(list(self.pending) + self.executor.take_unstarted())
-        self.pending.clear()
-        for result in self.executor.close(self.settings.shutdown_grace):
+        self._release_pending(executor.take_unstarted())
+        executor.closing()
+        deadline = time.monotonic() + self.settings.shutdown_grace
+        while executor.busy() and (left := deadline - time.monotonic()) > 0:
+            self._apply_doomed()
+            for result in executor.wait(min(self._wait_seconds(), left)):
+                self._record(result)
+            now = time.monotonic()
+            self._statements_done(now)
+            self._release_pending([])  # what claims under way brought back
+            if self.timeouts:
+                self._enforce_timeouts(now)
+            while flusher.due(now, self.running()):
+                flusher.start(executor.running())
+        for result in executor.close(self.settings.shutdown_grace):
             self._record(result)
-        self._release(self.executor.take_unstarted())
-        deadline = time.monotonic() + max(self.settings.shutdown_grace, 1.0)
-        while self.flusher.buffered and time.monotonic() < deadline:
-            self.flusher.flush_now(time.monotonic())
-            if self.flusher.buffered:
-                time.sleep(min(self.flusher.backoff.seconds or 0.1, 1.0))
-        if self.flusher.buffered:
-            log.error(
-                "could not flush %d outcome(s) before exit; their leases will expire",
-                len(self.flusher.buffered),
-            )
+        self.pending.extend(claimer.close(time.monotonic()))  # claims under way finish
+        self._release_pending(executor.take_unstarted())
+        flusher.close(max(self.settings.shutdown_grace, 1.0))
+
+    def _release_pending(self, unstarted: list[Task]) -> None:
+        """Give back the runs waiting for a worker and `unstarted` (taken from the workers)."""
+        self._release(list(self.pending) + unstarted)
+        self.pending.clear()
 
     def _release(self, tasks: list[Task]) -> None:
         if not tasks:

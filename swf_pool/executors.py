@@ -65,8 +65,18 @@ class Executor(Protocol):
         """Remove and return the tasks not started yet."""
         ...
 
+    def closing(self) -> None:
+        """Every worker stops after what it runs now (after `take_unstarted`); `wait()` goes
+        on handing out their results."""
+        ...
+
+    def busy(self) -> bool:
+        """Whether a worker may still hand out a result (it runs, or has yet to exit)."""
+        ...
+
     def close(self, grace: float) -> list[Result]:
-        """Let running tasks finish within `grace` seconds; results of those that did."""
+        """Stop what outlived the `grace` (seconds) now: the results of everything left,
+        failures for what was stopped."""
         ...
 
     def terminate(self) -> None:

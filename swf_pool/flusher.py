@@ -162,10 +162,23 @@ class Flusher:
                 at = datetime.fromtimestamp(now - (mono - begun), UTC)
                 self.started.append(Started(task.run.id, task.run.attempt, at))
 
-    def flush_now(self, now: float) -> None:
-        """Flush synchronously (at shutdown)."""
-        flush_id, job = self._take()
-        self._done(flush_id, _run(job), now)
+    def close(self, seconds: float) -> None:
+        """At shutdown: wait for the flushes under way, then flush what is left here, trying
+        again for up to `seconds` while the database fails."""
+        assert self.threads is not None
+        for done in self.threads.close():
+            self.completed(done, time.monotonic())
+        deadline = time.monotonic() + seconds
+        while self.buffered and time.monotonic() < deadline:
+            flush_id, job = self._take()
+            self._done(flush_id, _run(job), time.monotonic())
+            if self.buffered:
+                time.sleep(min(self.backoff.seconds or 0.1, 1.0))
+        if self.buffered:
+            log.error(
+                "could not flush %d outcome(s) before exit; their leases will expire",
+                len(self.buffered),
+            )
 
     def _take(self) -> tuple[int, Callable[[], Stored]]:
         flush_id = next(self._ids)

@@ -81,6 +81,12 @@ class InlineExecutor:
         self.queue.clear()
         return tasks
 
+    def closing(self) -> None:
+        pass  # runs nothing between two `wait()`s
+
+    def busy(self) -> bool:
+        return False
+
     def close(self, grace: float) -> list[Result]:
         return []
 
@@ -115,6 +121,12 @@ class ThreadExecutor:
             thread.start()
 
     def _loop(self) -> None:
+        try:
+            self._work()
+        finally:
+            self.waker.wake()  # `busy()` changed
+
+    def _work(self) -> None:
         while (task := self.tasks.get()) is not None:
             if self.control.is_cancelled(task.seq):
                 result = Result(task.seq, False, SKIPPED)
@@ -170,12 +182,16 @@ class ThreadExecutor:
         self.outstanding -= len(taken)
         return taken
 
-    def close(self, grace: float) -> list[Result]:
+    def closing(self) -> None:
         for _ in self.threads:
             self.tasks.put(None)
-        deadline = time.monotonic() + grace
-        for thread in self.threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def busy(self) -> bool:
+        return any(thread.is_alive() for thread in self.threads)
+
+    def close(self, grace: float) -> list[Result]:
+        """Threads cannot be stopped: what still runs finishes unrecorded (its lease
+        expires)."""
         return self.wait(0)
 
     def terminate(self) -> None:

@@ -274,15 +274,18 @@ class ProcessExecutor:
             if child.process.exitcode is None:
                 _kill(child.process.pid)
 
-    def close(self, grace: float) -> list[Result]:
-        """Stop every process after its current task; kill what outlives `grace`."""
+    def closing(self) -> None:
         self.stopping = True
-        results: list[Result] = []
         for child in self.children:
             self._post(child, STOP)
-        deadline = time.monotonic() + grace
-        while self.children and time.monotonic() < deadline:
-            results += self.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+
+    def busy(self) -> bool:
+        return bool(self.children)  # a process leaves the list when it has exited
+
+    def close(self, grace: float) -> list[Result]:
+        """Kill the processes still running: their runs outlived `grace`."""
+        self.stopping = True
+        results, self.early = self.early, []
         for child in list(self.children):
             for seq in child.slot.running():
                 self.killing[seq] = (

@@ -52,19 +52,28 @@ class StatementThreads:
         self._jobs.put((kind, job))
 
     def completed(self) -> list[Done]:
+        """What completed since the last call. A job's exception is raised here: the jobs
+        return database errors as values, anything else is a bug and must not pass unseen."""
         out = []
         while self._done:
-            out.append(self._done.popleft())
+            done = self._done.popleft()
+            if done.error is not None:
+                raise done.error
+            out.append(done)
         return out
 
     def close(self) -> list[Done]:
         """Finish the queued jobs, stop, and return what completed."""
+        self.stop()
+        return self.completed()
+
+    def stop(self) -> None:
+        """Finish the queued jobs and stop (after an error: what they bring is not wanted)."""
         for _ in self._threads:
             self._jobs.put(None)
         for thread in self._threads:
             # bounded: connections have timeouts and keepalives, so this is a last resort
             thread.join(CLOSE_SECONDS)
-        return self.completed()
 
     def _loop(self) -> None:
         while (item := self._jobs.get()) is not None:

@@ -228,6 +228,29 @@ def test_sigterm_releases_unstarted_runs_and_lets_running_ones_finish(
         assert "10 released" in err  # the exit summary, logged
 
 
+@pytest.mark.parametrize("executor", ["process", "thread"])
+def test_a_stopping_pool_stores_each_outcome_as_it_comes(
+    client: Client, tmp_path: Path, executor: str
+) -> None:
+    """During the grace, a run that finishes is stored at once, not when the slowest one has
+    finished: a kill when a platform's grace runs out (Kubernetes': 30 s) loses none of them.
+    Before, every outcome waited for the last handler."""
+    quick, slow = gate_payload(tmp_path / "quick"), gate_payload(tmp_path / "slow")
+    (tmp_path / "quick").mkdir(), (tmp_path / "slow").mkdir()
+    quick_id, slow_id = (client.submit("t.gate", p).id for p in (quick, slow))
+    pool = Pool(client, APP, processes=2, executor=executor, prefetch=0)
+    with running(pool) as out:
+        wait_until(lambda: all(Path(p["started"]).exists() for p in (quick, slow)), timeout=30)
+        pool.request_stop()
+        Path(quick["gate"]).touch()
+        wait_until(lambda: statuses(client, [quick_id]) == [Status.SUCCEEDED])
+        assert statuses(client, [slow_id]) == [Status.LEASED]  # still in its grace
+        Path(slow["gate"]).touch()
+        wait_until(lambda: out)
+    assert statuses(client, [quick_id, slow_id]) == [Status.SUCCEEDED] * 2
+    assert out[0].succeeded == 2
+
+
 def test_a_second_signal_exits_at_once(sqlite_dsn: str, tmp_path: Path) -> None:
     with Client(sqlite_dsn) as client:
         gated = client.submit("t.gate", gate_payload(tmp_path)).id

@@ -23,8 +23,12 @@ from swf_pool import (
     Status,
 )
 from swf_pool.dsn import PostgresTarget, parse_dsn
-from swf_pool.models import Lease, LeaseState, Outcome
+from swf_pool.executors import Waker
+from swf_pool.models import Claimed, Lease, LeaseState, Outcome
+from swf_pool.process_executor import ProcessExecutor
+from swf_pool.worker import Task
 
+from . import apps
 from .helpers import sql, wait_until
 
 
@@ -385,3 +389,36 @@ def test_claims_walk_the_pending_index_whatever_the_statistics(postgres_dsn: str
         plan = conn.execute(f"EXPLAIN (COSTS OFF) {body}".encode()).fetchall()
     text = " ".join(row[0] for row in plan)
     assert "Index Scan using swf_run_pending_idx" in text and "Sort" not in text, text
+
+
+class _HoldsEveryLease:
+    """The coordinator's side of an executor, for a pool that holds every lease."""
+
+    worker_id = "w"
+
+    def extend_lease(self, seq: int, seconds: float) -> LeaseState:
+        return LeaseState.HELD
+
+    def is_cancelled(self, seq: int) -> bool:
+        return False
+
+
+def test_a_stop_without_grace_hands_out_the_results_already_in() -> None:
+    """`shutdown_grace=0`: a result a worker sent before the stop is read from its pipe when
+    the workers are told to start nothing more, and must still reach the pool; it was dropped,
+    and its run waited for its lease to expire (then ran again)."""
+    waker = Waker()
+    executor = ProcessExecutor(
+        apps.registry, _HoldsEveryLease(), waker, 1, 1, False, 2, None, "fork"
+    )
+    try:
+        now = datetime.now(UTC)
+        executor.dispatch([Task(1, Claimed("r1", "t.echo", None, 1, 3, now, now))])
+        child = executor.children[0]
+        wait_until(child.conn.poll, timeout=30)  # its result waits in the pipe
+        assert executor.take_unstarted() == []
+        executor.closing()
+        assert [(r.seq, r.ok) for r in executor.close(0)] == [(1, True)]
+    finally:
+        executor.terminate()
+        waker.close()
