@@ -236,7 +236,8 @@ def test_a_stopping_pool_stores_each_outcome_as_it_comes(
     finished: a kill when a platform's grace runs out (Kubernetes': 30 s) loses none of them.
     Before, every outcome waited for the last handler."""
     quick, slow = gate_payload(tmp_path / "quick"), gate_payload(tmp_path / "slow")
-    (tmp_path / "quick").mkdir(), (tmp_path / "slow").mkdir()
+    for folder in ("quick", "slow"):
+        (tmp_path / folder).mkdir()
     quick_id, slow_id = (client.submit("t.gate", p).id for p in (quick, slow))
     pool = Pool(client, APP, processes=2, executor=executor, prefetch=0)
     with running(pool) as out:
