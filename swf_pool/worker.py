@@ -85,7 +85,7 @@ def execute(registry: Registry, task: Task, control: LeaseControl, worker_id: st
     try:
         value = _handler(registry, task, worker_id).func(Run(task.run, control))
         return _succeeded(task, value, started, clock)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in a handler ends the run, not a thread
         return _failed(task, exc, started, clock)
 
 
@@ -100,7 +100,7 @@ async def execute_async(
         handler = _handler(registry, task, worker_id)
         value = await handler.func(Run(task.run, control))
         return _succeeded(task, value, started, clock)
-    except (Exception, asyncio.CancelledError) as exc:
+    except (Exception, SystemExit, asyncio.CancelledError) as exc:
         return _failed(task, exc, started, clock)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,9 @@ from swf_pool import (
     Audit,
     Client,
     EventType,
+    Exponential,
     Fixed,
+    GoBackoff,
     NoRetry,
     PermanentError,
     Pool,
@@ -99,6 +102,50 @@ def test_failure_retries_with_go_backoff_then_fails(client: Client) -> None:
     trace = retried.data.pop("traceback")  # the handler's (tests/test_tracebacks.py)
     assert retried.data == {"attempt": 1, "error": "RuntimeError: boom 1"}
     assert trace.endswith("RuntimeError: boom 1\n")
+
+
+class _BrokenPolicy:
+    def delay(self, attempt: int, rand: float) -> float:
+        raise ValueError("a bug in a user's retry policy")
+
+
+@pytest.mark.parametrize(
+    "policy", [Exponential(), GoBackoff(), _BrokenPolicy()], ids=["exp", "go", "broken"]
+)
+def test_a_late_attempt_or_a_broken_policy_is_retried_and_stops_nothing(
+    client: Client, dsn: str, policy: Any
+) -> None:
+    """ "Retry forever" is a large max_attempts: past attempt ~1,025 Exponential's delay
+    overflowed a float, past ~64,500 the Go backoff's a date, and either error (or a bug in a
+    user's policy) escaped the pool's loop and stopped it, losing what it held. The run is
+    retried, at most a year ahead, and the pool goes on."""
+    registry = Registry()
+    registry.register("late.v1", lambda run: 1 / 0, retry=policy)
+    registry.register("echo.v1", lambda run: run.payload)
+    late = client.submit("late.v1", max_attempts=1_000_000).id
+    sql(dsn, "UPDATE workflow_run SET attempt = 99999 WHERE type = 'late.v1'")
+    other = client.submit("echo.v1", 7).id
+    before = datetime.now(UTC)
+    Pool(client, registry, executor="inline").drain()
+    run = client.get(late)
+    assert run is not None and (run.status, run.attempt) == (Status.PENDING, 100000)
+    assert before < run.run_at <= datetime.now(UTC) + timedelta(days=366)
+    assert client.get(other).status is Status.SUCCEEDED  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("executor", ["process", "thread", "inline"])
+def test_a_handler_calling_sys_exit_fails_its_run_only(client: Client, executor: str) -> None:
+    """SystemExit is not an Exception: in a thread it ended the thread silently, and the run
+    stayed leased for good (its lease renewed by the pool); inline it stopped the pool."""
+    registry = Registry()
+    registry.register("exit.v1", lambda run: sys.exit(3), retry=NoRetry())
+    registry.register("echo.v1", lambda run: run.payload)
+    gone, other = client.submit("exit.v1").id, client.submit("echo.v1", 7).id
+    stats = Pool(client, registry, executor=executor, processes=1, start_method="fork").drain()
+    run = client.get(gone)
+    assert run is not None and (run.status, run.last_error) == (Status.FAILED, "SystemExit: 3")
+    assert client.get(other).status is Status.SUCCEEDED  # type: ignore[union-attr]
+    assert (stats.failed, stats.succeeded) == (1, 1)
 
 
 def test_attempts_run_out_into_failed(client: Client) -> None:
