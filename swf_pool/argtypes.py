@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 from collections.abc import Callable
@@ -24,6 +25,8 @@ def _at_least(convert: Callable[[str], N], low: N, *, strict: bool = False) -> C
 
     def parse(text: str) -> N:
         value = convert(text)
+        if math.isnan(value) or math.isinf(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         if value < low or (strict and value == low):
             raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, got {text}")
         return value
@@ -122,3 +125,22 @@ def json_value(text: str) -> Any:
 def env_default(name: str, default: str | None = None) -> str | None:
     """An option's default from $SWF_<name> (argparse converts and checks it like a flag)."""
     return os.environ.get(f"SWF_{name}", default)
+
+
+ON, OFF = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def env_switch(name: str) -> bool:
+    """A switch's default from $SWF_<name>: on or off in any usual spelling (unset is off);
+    anything else is refused rather than read as off (SWF_DRAIN=maybe must not run forever)."""
+    text = os.environ.get(f"SWF_{name}", "").strip().lower()
+    if text in ON or text in OFF:
+        return text in ON
+    raise BadEnvironment(
+        f"SWF_{name} must be one of {', '.join(ON)} or {', '.join(OFF[1:])} (any case), "
+        f"got {os.environ[f'SWF_{name}']!r}"
+    )
+
+
+class BadEnvironment(ValueError):
+    """An environment variable the command line cannot read: a usage error."""

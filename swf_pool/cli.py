@@ -93,7 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except argtypes.BadEnvironment as exc:
+        print(f"swf-pool: error: {exc}", file=sys.stderr)
+        return 2
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for `run --coordinators`
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -113,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> None:
-    backend = open_backend(args.dsn)
+    backend = open_backend(args.dsn, create=args.action == "up")  # a mistyped path makes none
     try:
         if args.action == "up":
             done = migrate.up(backend)

@@ -93,7 +93,7 @@ def _add_run(commands: Any, _add_dsn: AddDsn) -> None:
         run,
         "--metrics-port",
         "METRICS_PORT",
-        argtypes.non_negative_int,
+        argtypes.port,
         None,
         "serve Prometheus metrics at http://HOST:PORT/metrics (default: off)",
     )
@@ -117,7 +117,7 @@ def _add_run(commands: Any, _add_dsn: AddDsn) -> None:
     run.add_argument(
         "--drain",
         action="store_true",
-        default=_env("DRAIN", "") in ("1", "true", "yes"),
+        default=argtypes.env_switch("DRAIN"),
         help="exit once no runnable run is left (env SWF_DRAIN=1)",
     )
     _switches(run, "also run the schedule ticker")
@@ -132,7 +132,7 @@ def _switches(parser: argparse.ArgumentParser, schedules_help: str) -> None:
         parser.add_argument(
             flag,
             action="store_true",
-            default=_env(env, "") in ("1", "true", "yes"),
+            default=argtypes.env_switch(env),
             help=f"{text} (env SWF_{env}=1)",
         )
 

@@ -31,8 +31,10 @@ def test_migrate_status_up_down(tmp_path: Path) -> None:
     dsn = f"sqlite:///{tmp_path}/m.db"
     names = sorted(p.stem for p in (ROOT / "sql" / "sqlite").glob("*.sql"))
     assert len(names) >= 4
-    status = cli("migrate", "status", "--dsn", dsn).stdout.split()
-    assert status == [word for name in names for word in ("pending", name)]
+    for action in ("status", "down"):  # a mistyped path: no file made (only `up` makes one)
+        out = cli("migrate", action, "--dsn", dsn)
+        assert out.returncode == 1 and "no SQLite database at" in out.stderr, out.stderr
+        assert not (tmp_path / "m.db").exists()
     out = cli("migrate", "up", "--dsn", dsn)
     assert out.returncode == 0 and f"applied {len(names)} migration(s)" in out.stdout
     out = cli("migrate", "down", "--dsn", dsn, "--steps", "2")
@@ -108,6 +110,11 @@ def test_errors_are_one_clear_line(args: list[str], message: str) -> None:
         (["run", "--app", "a:b", "--dsn", "x"], {"SWF_LEASE": "-3"}, "must be > 0"),
         (["run", "--app", "a:b", "--dsn", "x"], {"SWF_BATCH_SIZE": "many"}, "invalid"),
         (["run", "--app", "a:b"], {}, "--dsn"),
+        (["run", "--app", "a:b", "--dsn", "x", "--metrics-port", "70000"], {}, "0 to 65535"),
+        (["status", "--dsn", "x", "--watch", "nan"], {}, "must be a finite number"),
+        (["runs", "wait", "x", "--dsn", "x", "--timeout", "inf"], {}, "must be a finite number"),
+        (["run", "--app", "a:b", "--dsn", "x"], {"SWF_DRAIN": "maybe"}, "SWF_DRAIN must be"),
+        (["run", "--app", "a:b", "--dsn", "x"], {"SWF_SCHEDULES": "2"}, "SWF_SCHEDULES must be"),
     ],
 )
 def test_bad_options_are_usage_errors(args: list[str], env: dict[str, str], message: str) -> None:
@@ -156,3 +163,13 @@ def test_durations(text: str, seconds: float, shown: str) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         argtypes.parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "on"), [("1", True), ("TRUE", True), ("On", True), ("no", False), ("", False)]
+)
+def test_switches_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, text: str, on: bool
+) -> None:
+    monkeypatch.setenv("SWF_DRAIN", text)
+    assert argtypes.env_switch("DRAIN") is on

@@ -74,6 +74,9 @@ def test_unreachable_server_is_a_connect_error_without_the_password() -> None:
     with pytest.raises(ConnectError, match="cannot connect to PostgreSQL") as info:
         open_backend("postgres://me:secret@127.0.0.1:1/db?connect_timeout=2")
     assert "secret" not in str(info.value)
+    # the reason itself, on one line (only the hint was left, after a tab)
+    assert "): Connection refused; Is the server running" in str(info.value)
+    assert "\t" not in str(info.value)
 
 
 def test_missing_database_is_named(pg_server: str) -> None:

@@ -96,7 +96,15 @@ def probe(target: PostgresTarget) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(target.conninfo, **connect_options(target))
     except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise ConnectError(
-            f"cannot connect to PostgreSQL ({redact(target.conninfo)}): {reason}"
+            f"cannot connect to PostgreSQL ({redact(target.conninfo)}): {_reason(exc)}"
         ) from None
+
+
+def _reason(exc: psycopg.Error) -> str:
+    """libpq's why, on one line: 'connection to server at "h", port 1 failed: Connection
+    refused', then its hint ('Is the server running ...?'); the place is said already."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return "; ".join([lines[0].rsplit(" failed: ", 1)[-1], *lines[1:]])
