@@ -282,6 +282,22 @@ def test_stale_worker_completion_is_rejected(client: Client) -> None:
     assert [e.data for e in expired] == [{"worker_id": "old", "attempt": 1}]
 
 
+def test_a_rescue_waits_its_turn_in_claim_order(client: Client) -> None:
+    """Runs whose lease expired are claimed in claim order with the pending ones (priority,
+    then age: the Go library's): after a crash, a pool's backlog of low-priority runs went
+    before every urgent run submitted since."""
+    backend = client.backend
+    low = client.submit("echo.v1", priority=1000).id
+    backend.claim("crashed", ["echo.v1"], [], 1, lease_seconds=0.001, audit_full=True)
+    urgent = client.submit("echo.v1", priority=0).id
+    lease = client.get(low).lease_until  # type: ignore[union-attr]
+    assert lease is not None
+    wait_until(lambda: datetime.now(UTC) > lease)
+    [first] = backend.claim("w", ["echo.v1"], [], 1, lease_seconds=30, audit_full=True)
+    [second] = backend.claim("w", ["echo.v1"], [], 1, lease_seconds=30, audit_full=True)
+    assert (first.id, first.rescued, second.id, second.rescued) == (urgent, False, low, True)
+
+
 def test_cancel_while_leased_wins_over_the_result(client: Client) -> None:
     registry = Registry()
     seen: list[bool] = []

@@ -160,7 +160,7 @@ class SqliteBackend(SqliteOperations, SqliteFleet):
         }
         claimed = []
         with self._tx() as db:
-            rescued = {}
+            rescued: dict[str, dict[str, Any]] = {}
             for row in db.execute(Q["expired"], match).fetchall():
                 event(
                     db,
@@ -177,14 +177,14 @@ class SqliteBackend(SqliteOperations, SqliteFleet):
                     )
                     fail_run(db, row["id"], row["attempt"], error, now)
                 else:
-                    rescued[row["id"]] = row["leased_by"]
-            ids = list(rescued)[:limit]
-            if len(ids) < limit:
-                wanted = {**match, "limit": limit - len(ids)}
-                controlled = sqlite_fleet.pending(db, wanted, limit - len(ids), moment)
-                ids += [row["id"] for row in db.execute(Q["pending"], wanted)] \
-                    if controlled is None else controlled  # fmt: skip
-            for run_id in ids:
+                    rescued[row["id"]] = dict(row)
+            # rescues and pending runs together in claim order (the Go library's)
+            controlled = sqlite_fleet.pending(db, match, limit, moment)
+            found: list[dict[str, Any]] = [*rescued.values()]
+            found += [dict(row) for row in db.execute(Q["pending"], match)] \
+                if controlled is None else controlled  # fmt: skip
+            found.sort(key=lambda row: (row["priority"], row["created_at"]))
+            for run_id in [row["id"] for row in found[:limit]]:
                 params = {"id": run_id, "worker": worker_id, "now": now, "lease_until": lease_until}
                 leased = db.execute(Q["lease"], params).fetchone()
                 if audit_full:

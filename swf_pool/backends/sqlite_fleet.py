@@ -67,9 +67,11 @@ class SqliteFleet(SqliteFile):
 
 def pending(
     db: sqlite3.Connection, match: dict[str, Any], limit: int, moment: datetime
-) -> list[str] | None:
-    """The pending runs a claim takes, in claim order, honouring the type controls; None
-    when none of the types asked for is paused or limited (the plain claim then serves)."""
+) -> list[dict[str, Any]] | None:
+    """The pending runs a claim may take (id, priority, created_at), in claim order,
+    honouring the type controls; None when none of the types asked for is paused or limited
+    (the plain claim then serves). Tokens are spent for all of them (a rescue that goes first
+    leaves a rate-limited type under its limit, never over)."""
     held = [dict(row) for row in db.execute(Q["held_types"], match)]
     if not held:
         return None
@@ -89,7 +91,7 @@ def pending(
     for name, tokens in spent.items():
         left = tokens - sum(1 for row in taken if row["type"] == name)
         db.execute(Q["spend_tokens"], {"type": name, "tokens": left, "now": now})
-    return [row["id"] for row in taken]
+    return taken
 
 
 def _free(

@@ -97,7 +97,7 @@ WITH expired AS (
     WHERE status = 'leased' AND deleted_at IS NULL AND lease_until < now()
       AND (type = ANY(%(types)s::text[]) OR type LIKE ANY(%(prefixes)s::text[]))
       AND type NOT IN (SELECT type FROM swf_type_control WHERE paused)
-    ORDER BY lease_until
+    ORDER BY priority, created_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), pending AS (
@@ -118,9 +118,16 @@ WITH expired AS (
                      CASE WHEN length(ids) < 7900 THEN ids ELSE '' END)
     FROM (SELECT string_agg(id::text, ',') AS ids FROM exhausted) f WHERE ids IS NOT NULL
 ), picked AS (
-    SELECT id, leased_by AS expired_from, true AS rescued FROM expired WHERE attempt < max_attempts
-    UNION ALL
-    (SELECT id, NULL, false FROM pending ORDER BY priority, created_at)
+    -- rescues and pending runs together in claim order (the Go library's): a rescue goes
+    -- before no more urgent pending run (the tokens of a rate-limited type left out here were
+    -- spent all the same: under its limit, never over)
+    SELECT id, expired_from, rescued FROM (
+        SELECT id, leased_by AS expired_from, true AS rescued, priority, created_at
+        FROM expired WHERE attempt < max_attempts
+        UNION ALL
+        SELECT id, NULL, false, priority, created_at FROM pending
+    ) candidate
+    ORDER BY priority, created_at
     LIMIT %(limit)s
 ), claimed AS (
     UPDATE workflow_run r

@@ -69,18 +69,19 @@ WHERE id = :id AND status IN ('pending', 'leased') AND deleted_at IS NULL
 RETURNING id;
 
 -- expired --
-SELECT id, leased_by, attempt, max_attempts FROM workflow_run
+-- in claim order, as the pending runs: a rescue goes before no more urgent pending run
+SELECT id, leased_by, attempt, max_attempts, priority, created_at FROM workflow_run
 WHERE status = 'leased' AND deleted_at IS NULL AND lease_until < :now
   AND (workflow_run.type IN (SELECT value FROM json_each(:types))
        OR EXISTS (SELECT 1 FROM json_each(:prefixes) p WHERE workflow_run.type LIKE p.value ESCAPE '\'))
   AND workflow_run.type NOT IN (SELECT type FROM swf_type_control WHERE paused)
-ORDER BY lease_until
+ORDER BY priority, created_at
 LIMIT :limit;
 
 -- pending --
 -- Claim order through swf_run_pending_idx, whatever the planner guesses (see PostgreSQL's
 -- swf_claimable): reading every pending run and sorting them would cost the whole queue.
-SELECT id FROM workflow_run INDEXED BY swf_run_pending_idx
+SELECT id, priority, created_at FROM workflow_run INDEXED BY swf_run_pending_idx
 WHERE status = 'pending' AND deleted_at IS NULL AND run_at <= :now
   AND (workflow_run.type IN (SELECT value FROM json_each(:types))
        OR EXISTS (SELECT 1 FROM json_each(:prefixes) p WHERE workflow_run.type LIKE p.value ESCAPE '\'))
