@@ -19,7 +19,7 @@ from .backends import Backend
 from .errors import DatabaseError
 from .ledger import Ledger
 from .metrics import MetricsCollector
-from .models import Claimed
+from .models import Claimed, NextDue
 from .poolstats import PoolStats
 from .prefetch import Prefetch
 from .settings import PoolSettings
@@ -79,6 +79,7 @@ class Claimer:
         self._claims: dict[int, _Claim] = {}  # under way
         self._asking_due = False  # when the next delayed run is due: asked, no answer yet
         self.next_due: datetime | None = None  # the answer
+        self.held_back = False  # and a due run waits for a place under its type's limit
         self._ids = itertools.count()
 
     # -- deciding -----------------------------------------------------------------------------
@@ -203,20 +204,28 @@ class Claimer:
         self._asking_due = True
         self.threads.submit(DUE, lambda: self._due_job(r.types, r.prefixes))
 
-    def _due_job(self, types: Sequence[str], prefixes: Sequence[str]) -> datetime | None:
+    def _due_job(self, types: Sequence[str], prefixes: Sequence[str]) -> NextDue:
         try:
             return self.backend.next_due(types, prefixes)
         except DatabaseError:
-            return None  # the next poll comes anyway
+            return NextDue(None)  # the next poll comes anyway
 
     def due_within(self, seconds: float) -> bool:
         """Whether, as last learned, a run of ours comes due within `seconds`."""
         due = self.next_due
         return due is not None and (due - datetime.now(UTC)).total_seconds() <= seconds
 
-    def _learned_due(self, due: datetime | None) -> None:
+    def stored(self, retried: bool) -> None:
+        """Outcomes of ours were stored: a retry may be due already, and a place under a
+        type's concurrency limit may have freed for a run held back."""
+        if retried or self.held_back:
+            self.held_back = False
+            self.want()
+
+    def _learned_due(self, answer: NextDue) -> None:
         self._asking_due = False
-        self.next_due = due
+        self.next_due = due = answer.at
+        self.held_back = answer.held_back
         if due is None:
             return
         wait = (due - datetime.now(UTC)).total_seconds()

@@ -114,7 +114,7 @@ class Pool:
             s,
             ledger=self.ledger,
             stats=self.stats,
-            retry_due=self.claimer.want,
+            on_stored=self.claimer.stored,
             measure=self._measure if self.measuring else None,
             on_error=self.claimer.backoff.on_failure,
         )

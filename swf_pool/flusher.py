@@ -57,7 +57,7 @@ class Flusher:
         *,
         ledger: Ledger,
         stats: PoolStats,
-        retry_due: Callable[[], None],
+        on_stored: Callable[[bool], None],
         measure: Measure | None,
         on_error: Callable[[BaseException], None],
     ) -> None:
@@ -69,7 +69,7 @@ class Flusher:
         self.most_at_once = 1  # flushes in flight at once; set when the pool starts
         self.ledger = ledger
         self.stats = stats
-        self.retry_due = retry_due
+        self.on_stored = on_stored  # after each flush: whether it stored a retry
         self.measure = measure
         self.backoff = Backoff(on_error)
         self.threads: StatementThreads | None = None  # while the pool runs
@@ -251,8 +251,7 @@ class Flusher:
                 stats.failed += 1
         self.ledger.forget(flushed)
         self.marked.difference_update(flushed)
-        if retried:
-            self.retry_due()  # the retry may be due already
+        self.on_stored(retried)
 
     def forget(self, seq: int) -> None:
         """A task that ends without an outcome (discarded, released)."""

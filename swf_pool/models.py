@@ -202,6 +202,14 @@ class LeaseState(enum.StrEnum):
     LOST = "lost"  # no longer ours (expired and re-claimed, or deleted)
 
 
+class NextDue(NamedTuple):
+    """When a run a pool serves comes due next (None: none is waiting), and whether a due one
+    is `held_back` by its type's concurrency limit (a completion may free its place)."""
+
+    at: datetime | None
+    held_back: bool = False
+
+
 class Lease(NamedTuple):  # a tuple: built and hashed per run on the hot path
     """One attempt this worker holds: what every fenced statement checks."""
 

@@ -10,12 +10,13 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 
 import pytest
 
 from swf_pool import Client, Pool, Registry, Status, ValidationError
 from swf_pool.fleet import Fleet, Rate
-from swf_pool.models import Claimed
+from swf_pool.models import Claimed, NextDue
 
 from . import helpers
 from .helpers import wait_until
@@ -163,6 +164,45 @@ def test_a_drain_ends_with_a_paused_backlog(dsn: str) -> None:
         stats = Pool(client, APP, processes=1, executor="thread").drain()
         assert stats.claimed == 0
         assert len(client.list(type="t.echo", status=Status.PENDING)) == 5
+
+
+def test_a_type_at_its_limit_is_not_claimed_in_a_loop(dsn: str) -> None:
+    """Its one place held by another pool, a type with a backlog is not due: the pool waits
+    for its poll (an hour here) instead of claiming nothing again at once, thousands of times
+    a second (the backlog counted as due, the claim skipped it for its limit, and so on)."""
+    with Client(dsn) as client:
+        submit(client, t_echo=4)
+        Fleet(client.backend).limit("t.echo", concurrency=1)
+        assert claim(client, ["t.echo"]) == {"t.echo": 1}  # the other pool's run
+        assert client.backend.next_due(["t.echo"], []) == NextDue(None, held_back=True)
+        pool = Pool(client, APP, processes=1, executor="thread", poll_interval=3600)
+        with running(pool):
+            wait_until(lambda: pool.stats.claims >= 1)
+            # a loop would pass 20 claims in a few milliseconds
+            with pytest.raises(AssertionError, match="condition not met"):
+                wait_until(lambda: pool.stats.claims > 20, timeout=0.5)
+        assert pool.stats.claimed == 0
+
+
+def test_a_place_freed_by_our_own_run_is_taken_at_once(dsn: str) -> None:
+    """With no poll to come (an hour), each completion under a concurrency limit of one lets
+    the next run of the backlog be claimed: the drain runs them all, one at a time."""
+    with Client(dsn) as client:
+        submit(client, t_echo=5)
+        Fleet(client.backend).limit("t.echo", concurrency=1)
+        pool = Pool(client, APP, processes=2, executor="thread", poll_interval=3600)
+        assert pool.drain().succeeded == 5
+
+
+def test_a_rate_limited_backlog_is_due_with_its_next_token(dsn: str) -> None:
+    with Client(dsn) as client:
+        submit(client, t_echo=3)
+        Fleet(client.backend).limit("t.echo", rate="10/s")  # an empty bucket: 0.1 s a token
+        due = client.backend.next_due(["t.echo"], [])
+        assert due.at is not None and not due.held_back
+        assert 0 < (due.at - datetime.now(UTC)).total_seconds() <= 0.1
+        pool = Pool(client, APP, processes=1, executor="thread", poll_interval=3600)
+        assert pool.drain().succeeded == 3
 
 
 def test_four_pools_never_lease_more_than_the_limit(postgres_dsn: str) -> None:

@@ -19,6 +19,7 @@ from ..models import (
     Lease,
     LeaseState,
     NewRun,
+    NextDue,
     Outcome,
     QueueStats,
     RunFilter,
@@ -116,7 +117,7 @@ class Backend(Protocol):
         ...
 
     def release(self, worker_id: str, leases: Sequence[Lease]) -> set[Lease]: ...
-    def next_due(self, types: Sequence[str], prefixes: Sequence[str]) -> datetime | None: ...
+    def next_due(self, types: Sequence[str], prefixes: Sequence[str]) -> NextDue: ...
 
     # the fleet (swf_pool/fleet.py)
     def join_pool(self, member: PoolMember) -> None: ...

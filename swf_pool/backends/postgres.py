@@ -27,6 +27,7 @@ from ..models import (
     Lease,
     LeaseState,
     NewRun,
+    NextDue,
     Outcome,
     QueueStats,
     RunFilter,
@@ -301,10 +302,9 @@ class PostgresBackend(PostgresPool, PostgresFleet):
         rows = self._rows("release", {"worker": worker_id, "leases": _leases(leases)})
         return {Lease(str(row["id"]), row["attempt"]) for row in rows}
 
-    def next_due(self, types: Sequence[str], prefixes: Sequence[str]) -> datetime | None:
-        rows = self._rows("next_due", {"types": list(types), "prefixes": list(prefixes)})
-        due: datetime | None = rows[0]["due"]
-        return due
+    def next_due(self, types: Sequence[str], prefixes: Sequence[str]) -> NextDue:
+        [row] = self._rows("next_due", {"types": list(types), "prefixes": list(prefixes)})
+        return NextDue(row["due"], row["held_back"])
 
     def register(self, names: Sequence[str]) -> None:
         self._retried(lambda conn: conn.execute(Q["register"], {"names": sorted(set(names))}))

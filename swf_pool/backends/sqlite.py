@@ -23,6 +23,7 @@ from ..models import (
     Lease,
     LeaseState,
     NewRun,
+    NextDue,
     Outcome,
     RunFilter,
     RunRecord,
@@ -287,13 +288,15 @@ class SqliteBackend(SqliteOperations, SqliteFleet):
                     event(db, lease.id, EventType.RELEASED, data, now)
         return released
 
-    def next_due(self, types: Sequence[str], prefixes: Sequence[str]) -> datetime | None:
-        params = {"types": codec.encode(list(types)), "prefixes": codec.encode(list(prefixes))}
-        due = self._rows("next_due", params)[0]["due"]
-        try:
-            return parse_time(due)
-        except ValueError:  # a run_at in no known form sorts after every date: never due
-            return None
+    def next_due(self, types: Sequence[str], prefixes: Sequence[str]) -> NextDue:
+        moment = datetime.now(UTC)
+        match = {
+            "types": codec.encode(list(types)),
+            "prefixes": codec.encode(list(prefixes)),
+            "now": format_time(moment),
+        }
+        with self._tx("DEFERRED") as db:
+            return sqlite_fleet.next_due(db, match, moment)
 
     def register(self, names: Sequence[str]) -> None:
         now = now_text()

@@ -8,7 +8,7 @@ counts and the tokens it spends cannot change under it.
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from .. import codec, queries
@@ -21,6 +21,7 @@ from ..fleet import (
     TypeControl,
 )
 from ..gotime import parse_time
+from ..models import NextDue
 from .sqlite_file import SqliteFile
 from .sqlite_rows import now_text
 
@@ -109,6 +110,33 @@ def _free(
             params = {"type": name, "now": match["now"], "limit": limit}
             found += [dict(row) for row in db.execute(Q["pending_of_type"], params)]
     return found
+
+
+def next_due(db: sqlite3.Connection, match: dict[str, Any], moment: datetime) -> NextDue:
+    """When a run of ours comes due next (see PostgreSQL's `next_due`): the paused types and
+    those at a limit are left out; a rate-limited type is due with its next token."""
+    blocked, held_back, token_at = [], False, []
+    for row in db.execute(Q["held_types"], match).fetchall():
+        control = dict(row)
+        allowance, tokens = _allowance(db, control, 1, moment)
+        if allowance > 0:
+            continue
+        blocked.append(control["type"])
+        if control["paused"]:
+            continue
+        waits = db.execute(Q["waiting_of_type"], {"type": control["type"], "now": match["now"]})
+        due, waiting = waits.fetchone()
+        if tokens is None or tokens >= 1:  # at its concurrency limit
+            held_back = held_back or bool(due)
+        elif waiting:
+            per_second = control["rate_limit"] / control["rate_seconds"]
+            token_at.append(moment + timedelta(seconds=(1.0 - tokens) / per_second))
+    [text] = db.execute(Q["next_due"], {**match, "blocked": codec.encode(blocked)}).fetchone()
+    try:
+        free = parse_time(text)
+    except ValueError:  # a run_at in no known form sorts after every date: never due
+        free = None
+    return NextDue(min([*token_at, *([free] if free else [])], default=None), held_back)
 
 
 def _allowance(

@@ -263,11 +263,39 @@ WITH leases AS MATERIALIZED (
 SELECT id, attempt FROM released;
 
 -- next_due --
--- (a paused type's runs are not due: a drain does not wait for them)
-SELECT min(run_at) AS due FROM workflow_run
-WHERE status = 'pending' AND deleted_at IS NULL
-  AND (type = ANY(%(types)s::text[]) OR type LIKE ANY(%(prefixes)s::text[]))
-  AND type NOT IN (SELECT type FROM swf_type_control WHERE paused);
+-- When a run of ours comes due next, and whether a due one is held back by its type's
+-- concurrency limit. A paused type's runs are never due (a drain does not wait for them); a
+-- type at its concurrency limit's are not due until a place frees (our completions wake the
+-- claimer, other pools' the next poll); a rate-limited type's not before its next token.
+-- (Due at once, a type the claim just skipped for its limit made the pool claim in a loop.)
+WITH control AS (
+    SELECT t.type, t.paused,
+           t.concurrency <= (SELECT count(*) FROM workflow_run l
+                             WHERE l.type = t.type AND l.status = 'leased'
+                               AND l.deleted_at IS NULL) AS at_limit,
+           now() + make_interval(secs => greatest(0.0, 1.0 - swf_tokens(
+               t.tokens, t.refilled_at, t.rate_limit, t.rate_seconds))
+               * t.rate_seconds / t.rate_limit) AS token_at
+    FROM swf_type_control t
+    WHERE (t.paused OR t.concurrency IS NOT NULL OR t.rate_limit IS NOT NULL)
+      AND (t.type = ANY(%(types)s::text[]) OR t.type LIKE ANY(%(prefixes)s::text[]))
+)
+SELECT least(
+    (SELECT min(run_at) FROM workflow_run
+     WHERE status = 'pending' AND deleted_at IS NULL
+       AND (type = ANY(%(types)s::text[]) OR type LIKE ANY(%(prefixes)s::text[]))
+       AND type NOT IN (SELECT type FROM control
+                        WHERE paused OR at_limit IS TRUE OR token_at > now())),
+    (SELECT min(token_at) FROM control c
+     WHERE NOT c.paused AND c.at_limit IS NOT TRUE AND c.token_at > now()
+       AND EXISTS (SELECT 1 FROM workflow_run w
+                   WHERE w.type = c.type AND w.status = 'pending' AND w.deleted_at IS NULL))
+) AS due,
+EXISTS (SELECT 1 FROM control c
+        WHERE NOT c.paused AND c.at_limit
+          AND EXISTS (SELECT 1 FROM workflow_run w
+                      WHERE w.type = c.type AND w.status = 'pending'
+                        AND w.deleted_at IS NULL AND w.run_at <= now())) AS held_back;
 
 -- heartbeat --
 -- Extend the leases this worker still holds (never shorten one: a handler's `run.heartbeat()`

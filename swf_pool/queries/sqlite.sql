@@ -117,14 +117,6 @@ SET status = 'pending', attempt = attempt - 1, leased_by = NULL, lease_until = N
 WHERE id = :id AND status = 'leased' AND leased_by = :worker AND attempt = :attempt
 RETURNING id;
 
--- next_due --
-SELECT min(run_at) AS due FROM workflow_run
-WHERE status = 'pending' AND deleted_at IS NULL
-  AND (workflow_run.type IN (SELECT value FROM json_each(:types))
-       OR EXISTS (SELECT 1 FROM json_each(:prefixes) p
-                  WHERE workflow_run.type LIKE p.value ESCAPE '\'))
-  AND workflow_run.type NOT IN (SELECT type FROM swf_type_control WHERE paused);
-
 -- extend --
 -- never shortens a lease (see postgres.sql); our times compare as text, as the claim's do
 UPDATE workflow_run SET lease_until = max(coalesce(lease_until, :lease_until), :lease_until),

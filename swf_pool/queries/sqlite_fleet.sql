@@ -81,6 +81,23 @@ WHERE status = 'pending' AND deleted_at IS NULL AND run_at <= :now
 ORDER BY priority, created_at
 LIMIT :limit;
 
+-- next_due --
+-- the types held back (paused, at a limit) are left out: sqlite_fleet.next_due
+SELECT min(run_at) AS due FROM workflow_run
+WHERE status = 'pending' AND deleted_at IS NULL
+  AND (workflow_run.type IN (SELECT value FROM json_each(:types))
+       OR EXISTS (SELECT 1 FROM json_each(:prefixes) p
+                  WHERE workflow_run.type LIKE p.value ESCAPE '\'))
+  AND workflow_run.type NOT IN (SELECT value FROM json_each(:blocked));
+
+-- waiting_of_type --
+-- whether a run of the type waits (due now, or at all)
+SELECT EXISTS (SELECT 1 FROM workflow_run INDEXED BY swf_run_pending_type_idx
+               WHERE status = 'pending' AND deleted_at IS NULL AND type = :type
+                 AND run_at <= :now) AS due,
+       EXISTS (SELECT 1 FROM workflow_run INDEXED BY swf_run_pending_type_idx
+               WHERE status = 'pending' AND deleted_at IS NULL AND type = :type) AS waiting;
+
 -- pending_of_type --
 SELECT id, type, priority, created_at FROM workflow_run INDEXED BY swf_run_pending_type_idx
 WHERE status = 'pending' AND deleted_at IS NULL AND run_at <= :now AND type = :type
