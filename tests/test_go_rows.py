@@ -190,3 +190,21 @@ def test_a_payload_postgresql_stores_but_this_client_cannot_decode(
         assert isinstance(run.payload, str)  # its text, as stored
         failed = [e.data for e in client.events(bad) if e.event_type is EventType.FAILED]
         assert failed == [{"attempt": 1, "error": run.last_error}]
+
+
+def test_good_runs_of_a_claim_survive_a_refused_failure_of_a_bad_one(postgres_dsn: str) -> None:
+    """The claim has committed when its undecodable run is failed in a second statement; if
+    the database refuses that one, the claim's good runs are still executed (they were lost:
+    leased, their attempt spent, until their lease expired)."""
+    with Client(postgres_dsn) as client:
+        good = client.submit("t.echo", 1).id
+        sql(
+            postgres_dsn,
+            "INSERT INTO workflow_run (type, payload) VALUES ('t.echo', '[1e400]'::jsonb)",
+        )
+        sql(
+            postgres_dsn,
+            "ALTER TABLE workflow_run ADD CONSTRAINT no_failures CHECK (status <> 'failed')",
+        )
+        claimed = client.backend.claim("w", ["t.echo"], [], 10, lease_seconds=30, audit_full=True)
+        assert [run.id for run in claimed] == [good]

@@ -247,7 +247,15 @@ class PostgresBackend(PostgresPool, PostgresFleet):
         ]
         for failure in failures:
             log.warning("failed run %s: %s", failure["id"], failure["error"])
-        self._rows("fail_undecodable", {"worker": worker_id, "runs": json_rows(failures)})
+        try:
+            self._rows("fail_undecodable", {"worker": worker_id, "runs": json_rows(failures)})
+        except DatabaseError as exc:  # the claim stands: its good runs are ours to execute
+            log.warning(
+                "could not fail %d undecodable run(s) now (%s); they are failed when their "
+                "lease expires and a pool claims them again",
+                len(failures),
+                exc,
+            )
         return [run for run in claimed if not isinstance(run.payload, Undecodable)]
 
     def complete(
