@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -264,7 +265,10 @@ def serve(args: argparse.Namespace) -> None:
         raise ConfigError(
             f"the REST API needs its extra: pip install 'swf-pool[api]' ({exc})"
         ) from None
-    with Client(args.dsn, migrate=args.auto_migrate) as client:
+    with (
+        _listen(args.host, args.port) as sock,
+        Client(args.dsn, migrate=args.auto_migrate) as client,
+    ):
         app = create_app(
             client,
             api_key=args.api_key,
@@ -272,12 +276,26 @@ def serve(args: argparse.Namespace) -> None:
             schedules=args.schedules,
             allowed_hosts=args.allowed_hosts or default_hosts(args.host),
         )
-        base = f"http://{args.host}:{args.port}"
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        base = f"http://{host}:{sock.getsockname()[1]}"  # the port bound (--port 0: any)
         log.info("REST API on %s/api/v1 (%s)", base, client.backend.description)
         log.info("dashboard on %s/ (OpenAPI document at %s/openapi.json)", base, base)
         # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again for the
         # handler it found: let that one be a no-op, so a graceful stop exits with status 0
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+        config = uvicorn.Config(app, log_level="info", access_log=False)
+        uvicorn.Server(config).run(sockets=[sock])
         log.info("REST API stopped")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The API's socket, bound before anything is announced: a port in use or a host that is
+    not ours is a clear error (uvicorn logged it and exited with status 3)."""
+    try:
+        [(family, *_), *_] = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None

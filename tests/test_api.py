@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -94,7 +95,8 @@ def start(dsn: str, *args: str) -> Server:
 
     def address() -> str | None:
         for line in output:
-            if match := re.search(r"running on (http://[\d.]+:\d+)", line):
+            # our own line names the port bound (with --port 0 it said 0)
+            if match := re.search(r"REST API on (http://[\d.]+:\d+)/api/v1", line):
                 return match.group(1)
         assert process.poll() is None, "".join(output)
         return None
@@ -350,6 +352,22 @@ def test_serve_without_the_database_is_a_clear_error() -> None:
     )
     assert out.returncode == 1 and out.stderr.startswith("swf-pool: error:")
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "999.9.9.9"])
+def test_serve_where_it_cannot_listen_is_a_clear_error(host: str) -> None:
+    """A port in use, or an address that is not ours: one line, exit 1, and nothing said of
+    a server that never ran (it announced the API, then uvicorn logged and exited with 3)."""
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = str(busy.getsockname()[1])
+        out = subprocess.run(
+            [sys.executable, "-m", "swf_pool.cli", "serve", "--dsn", "sqlite://:memory:",
+             "--host", host, "--port", port],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.startswith(f"swf-pool: error: cannot serve on {host}:{port}: ")
+    assert "REST API on" not in out.stderr and "Traceback" not in out.stderr
 
 
 def test_the_live_server_matches_its_openapi_document(postgres_dsn: str, tmp_path: Path) -> None:
