@@ -201,6 +201,7 @@ class Pool:
             self._enforce_timeouts(now)
         while flusher.due(now, self.running()):
             flusher.start(self.executor.running())
+        flusher.note_starts(now, self.executor.running)
         if not self.stopping:
             inline = not self.ledger and not claimer.busy()  # idle: claim right here
             while claimer.due(self._room(), self._capacity(), now):
@@ -356,6 +357,7 @@ class Pool:
                 self._enforce_timeouts(now)
             while flusher.due(now, self.running()):
                 flusher.start(executor.running())
+            flusher.note_starts(now, executor.running)
         for result in executor.close(self.settings.shutdown_grace):
             self._record(result)
         self.pending.extend(claimer.close(time.monotonic()))  # claims under way finish

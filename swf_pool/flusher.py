@@ -33,6 +33,7 @@ from .worker import Result
 log = logging.getLogger("swf_pool.pool")
 
 FLUSH = "flush"
+STARTED_SECONDS = 1.0  # a run that has run this long shows as started before its outcome
 Measure = Callable[[int, Status | None], None]  # seq, stored status (None: not stored)
 
 
@@ -81,6 +82,7 @@ class Flusher:
         self.isolate = False  # the last flush failed on its data: flush one by one
         self._flushes: dict[int, _Flush] = {}  # under way
         self._latest = 0.0  # when the latest flush started
+        self._starts_at = 0.0  # when to look for runs under way with no `started` event
         self._ids = itertools.count()
 
     def add(self, seq: int, outcome: Outcome, now: float) -> None:
@@ -151,6 +153,20 @@ class Flusher:
         flush_id, job = self._take()
         assert self.threads is not None
         self.threads.submit(FLUSH, lambda: (flush_id, _run(job)))
+
+    def note_starts(self, now: float, running: Callable[[], dict[int, float]]) -> None:
+        """Once a second, while no flush is under way: a flush of the `started` events of the
+        runs that began over a second ago, so that a long run shows as started while it runs
+        (not only with its outcome). `running`: the executor's (seq -> monotonic start)."""
+        if not self.audit_full or now < self._starts_at or self._flushes:
+            return
+        self._starts_at = now + STARTED_SECONDS
+        runs = running()
+        since = now - STARTED_SECONDS
+        if any(
+            s not in self.marked and at <= since and not self.holds(s) for s, at in runs.items()
+        ):
+            self.start(runs)
 
     def _mark_started(self, running: dict[int, float]) -> None:
         now, mono = time.time(), time.monotonic()

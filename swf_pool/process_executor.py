@@ -176,12 +176,14 @@ class ProcessExecutor:
         results = self._receive(child)
         child.process.join()
         code = child.process.exitcode
-        for seq in child.slot.running():
+        for seq, begun in child.slot.running().items():
             self.grace.pop(seq, None)
             reason = self.killing.pop(seq, None) or _death(code)
             if seq in child.sent:
                 del child.sent[seq]
-                results.append(Result(seq, False, reason))
+                # when it started (wall clock), for its `started` event
+                started = time.time() - (time.monotonic() - begun)
+                results.append(Result(seq, False, reason, started=started))
         self.queue.extendleft(reversed(list(child.sent.values())))  # never started
         child.sent.clear()
         self.selector.unregister(child.fd)

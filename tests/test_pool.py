@@ -252,6 +252,32 @@ def test_a_stopping_pool_stores_each_outcome_as_it_comes(
     assert out[0].succeeded == 2
 
 
+def test_a_long_run_shows_as_started_while_it_runs(client: Client, tmp_path: Path) -> None:
+    """Its `started` event is written within about a second or two of its start, not only
+    with its outcome: "leased, not started" must not describe a run that is running."""
+    run_id = client.submit("t.gate", gate_payload(tmp_path)).id
+    with running(Pool(client, APP, processes=1)):
+        wait_until(lambda: EventType.STARTED in kinds(client, run_id), timeout=15)
+        assert client.get(run_id).status is Status.LEASED  # type: ignore[union-attr]
+        (tmp_path / "gate").touch()
+        wait_until(lambda: EventType.SUCCEEDED in kinds(client, run_id))
+    assert kinds(client, run_id).count(EventType.STARTED) == 1
+
+
+def test_a_run_killed_at_shutdown_has_its_started_event(client: Client, tmp_path: Path) -> None:
+    run_id = client.submit("t.gate", gate_payload(tmp_path)).id
+    pool = Pool(client, APP, processes=1, shutdown_grace=0)
+    with running(pool):
+        wait_until((tmp_path / "started").exists, timeout=30)
+    trail = kinds(client, run_id)
+    assert trail[-2:] == [EventType.STARTED, EventType.RETRIED], trail
+    assert client.get(run_id).last_error.startswith("WorkerShutdown")  # type: ignore[union-attr]
+
+
+def kinds(client: Client, run_id: str) -> list[EventType]:
+    return [e.event_type for e in client.events(run_id)]
+
+
 def test_a_second_signal_exits_at_once(sqlite_dsn: str, tmp_path: Path) -> None:
     with Client(sqlite_dsn) as client:
         gated = client.submit("t.gate", gate_payload(tmp_path)).id
