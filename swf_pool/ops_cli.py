@@ -78,7 +78,9 @@ def add_commands(commands: Any, add_dsn: AddDsn) -> None:
         description="Retry one run by id, or every run matching --status/--type/--since.",
     )
     retry.add_argument("id", nargs="?", help="one run (otherwise: all that match the filters)")
-    retry.add_argument("--status", choices=["failed", "cancelled"], default="failed")
+    retry.add_argument(
+        "--status", choices=["failed", "cancelled"], help="which runs (default: failed)"
+    )
     retry.add_argument("--type")
     retry.add_argument(
         "--since",
@@ -202,9 +204,17 @@ def runs(args: argparse.Namespace) -> int:
             client.cancel(args.id)
             print(f"cancelled {args.id}")
         elif args.id:
+            if args.status or args.type or args.since:  # it would retry the run whatever
+                print(
+                    "swf-pool: error: runs retry takes a run id or filters "
+                    "(--status, --type, --since), not both",
+                    file=sys.stderr,
+                )
+                return 2
             client.retry(args.id)
             print(f"requeued {args.id}")
         else:
+            args.status = args.status or "failed"
             count = client.retry_many(
                 status=args.status,
                 type=args.type,

@@ -241,7 +241,10 @@ class ProcessExecutor:
         if seq in self.grace and time.monotonic() > self.grace[seq]:
             del self.grace[seq]
             self.killing[seq] = reason + KILLED
-            log.warning("run %s did not end when cancelled; killing its worker process", seq)
+            log.warning(
+                "run %s did not end when cancelled; killing its worker process",
+                child.sent[seq].run.id,
+            )
             _kill(child.process.pid)
         return False
 

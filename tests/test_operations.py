@@ -311,6 +311,10 @@ def test_bulk_retry_filters_by_status_type_and_age(client: Client, dsn: str) -> 
     assert {client.get(i).status for i in recent} == {Status.PENDING}  # type: ignore[union-attr]
     assert {client.get(i).status for i in old + other} == {Status.FAILED}  # type: ignore[union-attr]
     assert client.get(cancelled).status is Status.CANCELLED  # type: ignore[union-attr]
+    # a run id with filters: refused (the filters were ignored, the run retried whatever)
+    both = cli("runs", "retry", other[0], "--status", "cancelled", "--dsn", dsn)
+    assert both.returncode == 2 and "a run id or filters" in both.stderr
+    assert client.get(other[0]).status is Status.FAILED  # type: ignore[union-attr]
     out = cli("runs", "retry", "--status", "failed", "--type", "b.v1", "--dsn", dsn)
     assert out.returncode == 0 and "requeued 2 failed run(s)" in out.stdout
     assert client.retry_many(status="cancelled") == 1
