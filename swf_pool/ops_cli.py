@@ -203,27 +203,33 @@ def runs(args: argparse.Namespace) -> int:
         elif args.action == "cancel":
             client.cancel(args.id)
             print(f"cancelled {args.id}")
-        elif args.id:
-            if args.status or args.type or args.since:  # it would retry the run whatever
-                print(
-                    "swf-pool: error: runs retry takes a run id or filters "
-                    "(--status, --type, --since), not both",
-                    file=sys.stderr,
-                )
-                return 2
-            client.retry(args.id)
-            print(f"requeued {args.id}")
         else:
-            args.status = args.status or "failed"
-            count = client.retry_many(
-                status=args.status,
-                type=args.type,
-                since=args.since,
-                batch=args.batch,
-                progress=lambda done, seen: _progress(f"requeued {done} of {seen} looked at"),
+            return _retry(client, args)
+    return 0
+
+
+def _retry(client: Client, args: argparse.Namespace) -> int:
+    if args.id:
+        if args.status or args.type or args.since:  # it would retry the run whatever
+            print(
+                "swf-pool: error: runs retry takes a run id or filters "
+                "(--status, --type, --since), not both",
+                file=sys.stderr,
             )
-            _progress_end()
-            print(f"requeued {count} {args.status} run(s)")
+            return 2
+        client.retry(args.id)
+        print(f"requeued {args.id}")
+        return 0
+    status = args.status or "failed"
+    count = client.retry_many(
+        status=status,
+        type=args.type,
+        since=args.since,
+        batch=args.batch,
+        progress=lambda done, seen: _progress(f"requeued {done} of {seen} looked at"),
+    )
+    _progress_end()
+    print(f"requeued {count} {status} run(s)")
     return 0
 
 
