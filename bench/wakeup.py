@@ -8,13 +8,17 @@ python -m bench.wakeup [--dsn ...] [--quick] [--runs N] [--gap S]
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+
+import psycopg
 
 from swf_pool import Client, EventType, Status
 
@@ -81,6 +85,7 @@ def main() -> None:
             if (pairs := list(zip(times, ids, strict=True)))
         }
         alone = statements_alone(client, runs)
+        idle = statements_after_idle(client, scratch.admin, max(runs // 4, 5), gap)
     latencies = sorted((started[i] - called[i]) * 1000 for i in started)
     q = statistics.quantiles(latencies, n=100)
     report(
@@ -94,6 +99,7 @@ def main() -> None:
             "max ms": round(latencies[-1], 2),
             "p50 ms from the submit call, by step": breakdown,
             "p50 ms of each statement alone": alone,
+            f"p50 ms of each statement after {gap} s idle": idle,
         },
         {"ms from the submit call": [round(v, 3) for v in latencies]},
     )
@@ -128,6 +134,31 @@ def statements_alone(client: Client, runs: int) -> dict[str, float]:
         "submit": round(statistics.median(submits) * 1000, 2),
         "claim of one run": round(statistics.median(claims) * 1000, 2),
     }
+
+
+def statements_after_idle(
+    client: Client, server: str | None, runs: int, gap: float
+) -> dict[str, float]:
+    """The same statements, and a bare `SELECT 1` (PostgreSQL: `server`), each after `gap`
+    seconds of idleness, as in the path measured above: what waking the processes involved
+    costs on this machine."""
+    with contextlib.ExitStack() as stack:
+        steps: dict[str, Callable[[], object]] = {}
+        if server is not None:
+            conn = stack.enter_context(psycopg.connect(server, autocommit=True))
+            steps["SELECT 1"] = lambda: conn.execute("SELECT 1")
+        steps["submit"] = lambda: client.submit(ALONE)
+        steps["claim of one run"] = lambda: client.backend.claim(
+            "bench-wakeup", [ALONE], [], 100, lease_seconds=60, audit_full=True
+        )
+        timed: dict[str, list[float]] = {name: [] for name in steps}
+        for _ in range(runs):
+            for name, step in steps.items():
+                time.sleep(gap)
+                began = time.perf_counter()
+                step()
+                timed[name].append(time.perf_counter() - began)
+    return {name: round(statistics.median(values) * 1000, 2) for name, values in timed.items()}
 
 
 if __name__ == "__main__":
