@@ -112,7 +112,11 @@ def _handler(registry: Registry, task: Task, worker_id: str) -> Handler:
 
 
 def _succeeded(task: Task, value: Any, started: float, clock: float) -> Result:
-    encoded = codec.encode(value, "result")
+    try:
+        encoded = codec.encode(value, "result")
+    except InvalidPayload as exc:  # the handler's value is at fault, and no frame of its code
+        duration = time.perf_counter() - clock
+        return Result(task.seq, False, describe_error(exc), True, started, duration)
     return Result(task.seq, True, encoded, False, started, time.perf_counter() - clock)
 
 

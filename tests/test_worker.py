@@ -182,6 +182,10 @@ def test_permanent_errors_fail_at_once(client: Client, handler: Any, error: str)
     run = client.get(run_id)
     assert run is not None and run.status is Status.FAILED and run.attempt == 1
     assert run.last_error is not None and run.last_error.startswith(error)
+    [failed] = [e for e in client.events(run_id) if e.event_type is EventType.FAILED]
+    # a value that is not JSON: no traceback (its frames were swf-pool's own, none of the
+    # handler's); an exception: the handler's
+    assert ("traceback" in failed.data) is error.startswith("PermanentError")
 
 
 def test_no_retry_policy(client: Client) -> None:
