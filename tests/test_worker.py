@@ -300,6 +300,9 @@ def test_a_rescue_waits_its_turn_in_claim_order(client: Client) -> None:
     [first] = backend.claim("w", ["echo.v1"], [], 1, lease_seconds=30, audit_full=True)
     [second] = backend.claim("w", ["echo.v1"], [], 1, lease_seconds=30, audit_full=True)
     assert (first.id, first.rescued, second.id, second.rescued) == (urgent, False, low, True)
+    # one lease_expired event: none for the claim that left the rescue for later
+    expired = [e for e in client.events(low) if e.event_type is EventType.LEASE_EXPIRED]
+    assert [e.data for e in expired] == [{"worker_id": "crashed", "attempt": 1}]
 
 
 def test_cancel_while_leased_wins_over_the_result(client: Client) -> None:

@@ -44,6 +44,7 @@ from .sqlite_rows import (
     fail_run,
     failure_kind,
     format_time,
+    lease_expired,
     now_text,
     statements,
     submit_runs,
@@ -163,14 +164,8 @@ class SqliteBackend(SqliteOperations, SqliteFleet):
         with self._tx() as db:
             rescued: dict[str, dict[str, Any]] = {}
             for row in db.execute(Q["expired"], match).fetchall():
-                event(
-                    db,
-                    row["id"],
-                    EventType.LEASE_EXPIRED,
-                    {"worker_id": row["leased_by"], "attempt": row["attempt"]},
-                    now,
-                )
                 if row["attempt"] >= row["max_attempts"]:
+                    lease_expired(db, row, now)
                     error = (
                         f"lease expired on attempt {row['attempt']} of "
                         f"{row['max_attempts']}: worker {row['leased_by']} stopped "
@@ -186,6 +181,8 @@ class SqliteBackend(SqliteOperations, SqliteFleet):
                 if controlled is None else controlled  # fmt: skip
             found.sort(key=lambda row: (row["priority"], row["created_at"]))
             for run_id in [row["id"] for row in found[:limit]]:
+                if run_id in rescued:  # a rescue not taken now stays leased, its event unwritten
+                    lease_expired(db, rescued[run_id], now)
                 params = {"id": run_id, "worker": worker_id, "now": now, "lease_until": lease_until}
                 leased = db.execute(Q["lease"], params).fetchone()
                 if audit_full:

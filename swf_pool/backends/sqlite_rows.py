@@ -160,6 +160,12 @@ def fail_run(db: Db, run_id: str, attempt: int, error: str, now: str) -> None:
     event(db, run_id, EventType.FAILED, {"attempt": attempt, "error": error}, now)
 
 
+def lease_expired(db: Db, row: Any, now: str) -> None:
+    """The `lease_expired` event of an expired lease taken over (rescued, or failed)."""
+    data = {"worker_id": row["leased_by"], "attempt": row["attempt"]}
+    event(db, row["id"], EventType.LEASE_EXPIRED, data, now)
+
+
 def event(db: Db, run_id: str, kind: EventType, data: Any, now: str) -> None:
     encoded = None if data is None else codec.encode(data, "event data")
     db.execute(Q["insert_event"], {"id": run_id, "event": kind.value, "data": encoded, "now": now})
