@@ -181,9 +181,10 @@ class ProcessExecutor:
             reason = self.killing.pop(seq, None) or _death(code)
             if seq in child.sent:
                 del child.sent[seq]
-                # when it started (wall clock), for its `started` event
-                started = time.time() - (time.monotonic() - begun)
-                results.append(Result(seq, False, reason, started=started))
+                # when it started (wall clock), for its `started` event; how long it ran, for
+                # prefetch (a run killed at its timeout teaches that runs of it are long)
+                ran = time.monotonic() - begun
+                results.append(Result(seq, False, reason, started=time.time() - ran, duration=ran))
         self.queue.extendleft(reversed(list(child.sent.values())))  # never started
         child.sent.clear()
         self.selector.unregister(child.fd)

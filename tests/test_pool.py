@@ -126,6 +126,15 @@ def test_without_a_prefetch_short_runs_come_in_big_claims_and_long_ones_do_not(
     assert long.prefetch.value == 2  # no more than the workers: other pools may take the rest
 
 
+def test_runs_killed_at_their_timeout_count_as_long_for_the_prefetch(client: Client) -> None:
+    """A run killed at its timeout taught the prefetch that runs take no time: the pool then
+    held a batch of them, which other pools could have run."""
+    client.submit("t.hang", max_attempts=2)
+    pool = Pool(client, APP, processes=1, batch_size=100, shutdown_grace=0.1)
+    assert pool.drain().failed == 1
+    assert pool.prefetch.value == 1  # the retry's claim had learned it: no more than the worker
+
+
 def test_cancel_reaches_a_running_worker_process(client: Client) -> None:
     run_id = client.submit("t.until_cancelled").id
     pool = Pool(client, APP, processes=1, heartbeat_interval=0.05)
