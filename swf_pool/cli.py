@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        run_cli.switches_from_env(args)
     except argtypes.BadEnvironment as exc:
         print(f"swf-pool: error: {exc}", file=sys.stderr)
         return 2

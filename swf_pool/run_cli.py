@@ -118,10 +118,21 @@ def _add_run(commands: Any, _add_dsn: AddDsn) -> None:
     run.add_argument(
         "--drain",
         action="store_true",
-        default=argtypes.env_switch("DRAIN"),
+        default=None,  # from $SWF_DRAIN: `switches_from_env`
         help="exit once no runnable run is left (env SWF_DRAIN=1)",
     )
     _switches(run, "also run the schedule ticker")
+
+
+SWITCHES = {"drain": "DRAIN", "schedules": "SCHEDULES", "auto_migrate": "AUTO_MIGRATE"}
+
+
+def switches_from_env(args: argparse.Namespace) -> None:
+    """The switches not on the command line take $SWF_<NAME>, read only for the commands that
+    have them (a bad SWF_DRAIN must not stop `swf-pool runs list`)."""
+    for dest, env in SWITCHES.items():
+        if getattr(args, dest, False) is None:
+            setattr(args, dest, argtypes.env_switch(env))
 
 
 def _switches(parser: argparse.ArgumentParser, schedules_help: str) -> None:
@@ -133,7 +144,7 @@ def _switches(parser: argparse.ArgumentParser, schedules_help: str) -> None:
         parser.add_argument(
             flag,
             action="store_true",
-            default=argtypes.env_switch(env),
+            default=None,  # from $SWF_<env>: `switches_from_env`
             help=f"{text} (env SWF_{env}=1)",
         )
 

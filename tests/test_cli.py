@@ -173,3 +173,13 @@ def test_switches_from_the_environment(
 ) -> None:
     monkeypatch.setenv("SWF_DRAIN", text)
     assert argtypes.env_switch("DRAIN") is on
+
+
+def test_a_bad_switch_in_the_environment_stops_only_the_commands_that_read_it(
+    tmp_path: Path,
+) -> None:
+    """SWF_DRAIN=maybe is refused by `run`, and read by no other command: it stopped them all."""
+    env = {"SWF_DRAIN": "maybe", "SWF_AUTO_MIGRATE": "perhaps"}
+    out = cli("migrate", "up", "--dsn", f"sqlite:///{tmp_path}/m.db", env=env)
+    assert out.returncode == 0, out.stderr
+    assert cli("run", "--app", "a:b", "--dsn", "x", env=env).returncode == 2
