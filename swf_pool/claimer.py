@@ -80,6 +80,7 @@ class Claimer:
         self._asking_due = False  # when the next delayed run is due: asked, no answer yet
         self.next_due: datetime | None = None  # the answer
         self.held_back = False  # and a due run waits for a place under its type's limit
+        self.throttled = False  # or for a token of its type's rate limit
         self._ids = itertools.count()
 
     # -- deciding -----------------------------------------------------------------------------
@@ -210,10 +211,12 @@ class Claimer:
         except DatabaseError:
             return NextDue(None)  # the next poll comes anyway
 
-    def due_within(self, seconds: float) -> bool:
-        """Whether, as last learned, a run of ours comes due within `seconds`."""
+    def waiting(self, seconds: float) -> bool:
+        """Whether, as last learned, runs of ours wait: for a place or a token of their type's
+        limit (however long), or to come due within `seconds`."""
         due = self.next_due
-        return due is not None and (due - datetime.now(UTC)).total_seconds() <= seconds
+        soon = due is not None and (due - datetime.now(UTC)).total_seconds() <= seconds
+        return soon or self.held_back or self.throttled
 
     def stored(self, retried: bool) -> None:
         """Outcomes of ours were stored: a retry may be due already, and a place under a
@@ -225,7 +228,7 @@ class Claimer:
     def _learned_due(self, answer: NextDue) -> None:
         self._asking_due = False
         self.next_due = due = answer.at
-        self.held_back = answer.held_back
+        self.held_back, self.throttled = answer.held_back, answer.throttled
         if due is None:
             return
         wait = (due - datetime.now(UTC)).total_seconds()

@@ -48,7 +48,8 @@ log = logging.getLogger("swf_pool.pool")
 
 IDLE_WAIT_SECONDS = 1.0  # the longest we block without looking around
 TIMEOUT_CHECK_SECONDS = 0.05
-DRAIN_WAIT_SECONDS = 10.0  # a drain waits for runs due this soon (retries with short delays)
+DRAIN_WAIT_SECONDS = 10.0  # a drain waits for runs due this soon (retries with short delays),
+# and for runs due now that wait for a place or a token of their type's limit
 
 
 class Pool:
@@ -210,7 +211,7 @@ class Pool:
                 inline = False
         self._dispatch()
         busy = self.ledger or claimer.busy() or flusher.busy()
-        return not busy and not claimer.wanted and not claimer.due_within(DRAIN_WAIT_SECONDS)
+        return not busy and not claimer.wanted and not claimer.waiting(DRAIN_WAIT_SECONDS)
 
     def _statements_done(self, now: float) -> None:
         assert self.claimer.threads is not None and self.flusher.threads is not None

@@ -203,11 +203,17 @@ class LeaseState(enum.StrEnum):
 
 
 class NextDue(NamedTuple):
-    """When a run a pool serves comes due next (None: none is waiting), and whether a due one
-    is `held_back` by its type's concurrency limit (a completion may free its place)."""
+    """When a run a pool serves comes due next (None: none is waiting), whether a due one is
+    `held_back` by its type's concurrency limit (a completion may free its place), and whether
+    one is `throttled`, waiting for its type's rate limit (`at` is then no later than the next
+    token). Both still count as work for a drain."""
 
     at: datetime | None
     held_back: bool = False
+    throttled: bool = False
+
+
+DUE_SINCE_SECONDS = 2.0  # how far back `next_due` looks (after a claim that took all due then)
 
 
 class Lease(NamedTuple):  # a tuple: built and hashed per run on the hot path

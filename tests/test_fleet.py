@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import threading
 import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from swf_pool import Client, Pool, Registry, Status, ValidationError
+from swf_pool import Client, Pool, Registry, Status, ValidationError, coordinator, queries
+from swf_pool.backends import sqlite_fleet
+from swf_pool.backends.sqlite_rows import format_time
+from swf_pool.dsn import PostgresTarget, parse_dsn
 from swf_pool.fleet import Fleet, Rate
-from swf_pool.models import Claimed, NextDue
+from swf_pool.models import DUE_SINCE_SECONDS, Claimed, NextDue
 
 from . import helpers
 from .helpers import wait_until
@@ -194,12 +199,89 @@ def test_a_place_freed_by_our_own_run_is_taken_at_once(dsn: str) -> None:
         assert pool.drain().succeeded == 5
 
 
+def test_a_drain_waits_for_a_place_held_by_another_pool(dsn: str) -> None:
+    """A backlog held back by a concurrency limit is work left: the drain ended at once, its
+    runs pending, while another pool's run held the place (here until its lease expires)."""
+    with Client(dsn) as client:
+        submit(client, t_echo=2)
+        Fleet(client.backend).limit("t.echo", concurrency=1)
+        client.backend.claim("gone", ["t.echo"], [], 1, lease_seconds=0.5, audit_full=True)
+        pool = Pool(client, APP, processes=1, executor="thread", poll_interval=0.1)
+        assert pool.drain().succeeded == 2  # its own, and the other's rescued
+
+
+def test_a_drain_waits_for_the_tokens_of_a_rate_limited_backlog(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However far the next token (here beyond the drain's wait for delayed runs, made 0 s):
+    the runs are due, only throttled. The drain ended with them pending."""
+    monkeypatch.setattr(coordinator, "DRAIN_WAIT_SECONDS", 0.0)
+    with Client(dsn) as client:
+        submit(client, t_echo=3)
+        Fleet(client.backend).limit("t.echo", rate="10/s")
+        pool = Pool(client, APP, processes=1, executor="thread", poll_interval=3600)
+        assert pool.drain().succeeded == 3
+
+
+def test_the_next_due_run_is_found_without_walking_a_held_backlog(dsn: str) -> None:
+    """Asked after every short claim (after every completion while a type waits at its
+    limit), `next_due` read each run of the held backlog. Counted on PostgreSQL by the rows
+    its plan reads, on SQLite by the virtual machine's steps."""
+    with Client(dsn) as client:
+        submit(client, t_echo=2000)
+        hour_ago = format_time(datetime.now(UTC) - timedelta(hours=1))  # due a while
+        mark = "%s" if client.backend.kind == "postgres" else "?"
+        helpers.sql(dsn, f"UPDATE workflow_run SET run_at = {mark}", (hour_ago,))  # noqa: S608
+        Fleet(client.backend).limit("t.echo", concurrency=1)
+        claim(client, ["t.echo"])
+        later = client.submit("t.nap", 0, run_in=60).id
+        run = client.get(later)
+        assert run is not None
+        assert client.backend.next_due(["t.echo", "t.nap"], []) == NextDue(run.run_at, True)
+        assert _next_due_cost(dsn, ["t.echo", "t.nap"]) < 200
+
+
+def _next_due_cost(dsn: str, types: list[str]) -> int:
+    """Rows of workflow_run read (PostgreSQL), or tens of virtual machine steps (SQLite)."""
+    target = parse_dsn(dsn)
+    if isinstance(target, PostgresTarget):
+        params = {"types": types, "prefixes": [], "since": DUE_SINCE_SECONDS}
+        [row] = helpers.sql(
+            dsn, "EXPLAIN (ANALYZE, FORMAT JSON) " + queries.load("postgres")["next_due"], params
+        )
+        return _rows_of(row["QUERY PLAN"][0]["Plan"])
+    steps = 0
+
+    def step() -> int:
+        nonlocal steps
+        steps += 1
+        return 0  # go on
+
+    db = sqlite3.connect(target.path)
+    db.row_factory = sqlite3.Row
+    db.set_progress_handler(step, 10)
+    moment = datetime.now(UTC)
+    match = {"types": json.dumps(types), "prefixes": "[]", "now": format_time(moment)}
+    sqlite_fleet.next_due(db, match, moment)
+    db.close()
+    return steps
+
+
+def _rows_of(node: dict[str, Any]) -> int:
+    """The rows of workflow_run a plan's nodes read (kept or filtered out)."""
+    own = 0
+    if node.get("Relation Name") == "workflow_run":
+        kept = node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
+        own = kept * node["Actual Loops"]
+    return own + sum(_rows_of(child) for child in node.get("Plans", []))
+
+
 def test_a_rate_limited_backlog_is_due_with_its_next_token(dsn: str) -> None:
     with Client(dsn) as client:
         submit(client, t_echo=3)
         Fleet(client.backend).limit("t.echo", rate="10/s")  # an empty bucket: 0.1 s a token
         due = client.backend.next_due(["t.echo"], [])
-        assert due.at is not None and not due.held_back
+        assert due.at is not None and not due.held_back and due.throttled
         assert 0 < (due.at - datetime.now(UTC)).total_seconds() <= 0.1
         pool = Pool(client, APP, processes=1, executor="thread", poll_interval=3600)
         assert pool.drain().succeeded == 3

@@ -22,6 +22,7 @@ from ..errors import DatabaseError, InvalidConnection, MigrationError, Undecodab
 from ..fleet import PoolMember
 from ..migrate import Migration
 from ..models import (
+    DUE_SINCE_SECONDS,
     Claimed,
     Event,
     Lease,
@@ -311,8 +312,11 @@ class PostgresBackend(PostgresPool, PostgresFleet):
         return {Lease(str(row["id"]), row["attempt"]) for row in rows}
 
     def next_due(self, types: Sequence[str], prefixes: Sequence[str]) -> NextDue:
-        [row] = self._rows("next_due", {"types": list(types), "prefixes": list(prefixes)})
-        return NextDue(row["due"], row["held_back"])
+        params = {"types": list(types), "prefixes": list(prefixes), "since": DUE_SINCE_SECONDS}
+        [row] = self._rows("next_due", params)
+        due, token_at = row["due"], row["token_at"]
+        at = min(due, token_at) if due and token_at else due or token_at
+        return NextDue(at, row["held_back"], token_at is not None)
 
     def register(self, names: Sequence[str]) -> None:
         self._retried(lambda conn: conn.execute(Q["register"], {"names": sorted(set(names))}))

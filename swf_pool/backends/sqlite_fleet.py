@@ -21,9 +21,9 @@ from ..fleet import (
     TypeControl,
 )
 from ..gotime import parse_time
-from ..models import NextDue
+from ..models import DUE_SINCE_SECONDS, NextDue
 from .sqlite_file import SqliteFile
-from .sqlite_rows import now_text
+from .sqlite_rows import format_time, now_text
 
 Q = queries.load("sqlite_fleet")
 
@@ -131,12 +131,15 @@ def next_due(db: sqlite3.Connection, match: dict[str, Any], moment: datetime) ->
         elif waiting:
             per_second = control["rate_limit"] / control["rate_seconds"]
             token_at.append(moment + timedelta(seconds=(1.0 - tokens) / per_second))
-    [text] = db.execute(Q["next_due"], {**match, "blocked": codec.encode(blocked)}).fetchone()
+    since = format_time(moment - timedelta(seconds=DUE_SINCE_SECONDS))
+    params = {**match, "blocked": codec.encode(blocked), "since": since}
+    [text] = db.execute(Q["next_due"], params).fetchone()
     try:
         free = parse_time(text)
     except ValueError:  # a run_at in no known form sorts after every date: never due
         free = None
-    return NextDue(min([*token_at, *([free] if free else [])], default=None), held_back)
+    at = min([*token_at, *([free] if free else [])], default=None)
+    return NextDue(at, held_back, bool(token_at))
 
 
 def _allowance(

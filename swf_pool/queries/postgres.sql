@@ -263,11 +263,14 @@ WITH leases AS MATERIALIZED (
 SELECT id, attempt FROM released;
 
 -- next_due --
--- When a run of ours comes due next, and whether a due one is held back by its type's
--- concurrency limit. A paused type's runs are never due (a drain does not wait for them); a
--- type at its concurrency limit's are not due until a place frees (our completions wake the
--- claimer, other pools' the next poll); a rate-limited type's not before its next token.
--- (Due at once, a type the claim just skipped for its limit made the pool claim in a loop.)
+-- When a run of ours comes due next (`due`), when a rate-limited type with runs waiting gets its
+-- next token (`token_at`), and whether a due run is `held_back` by its type's concurrency
+-- limit. A paused type's runs are never due (a drain does not wait for them); a type at its
+-- concurrency limit's are not due until a place frees (our completions wake the claimer,
+-- other pools' the next poll); a rate-limited type's not before its next token. (Due at once,
+-- a type the claim just skipped for its limit made the pool claim in a loop.) Asked after a
+-- claim came back short, which took every free run due then: `due` looks only at runs due
+-- since a moment before it, so the backlog of a type held back is never walked.
 WITH control AS (
     SELECT t.type, t.paused,
            t.concurrency <= (SELECT count(*) FROM workflow_run l
@@ -280,22 +283,26 @@ WITH control AS (
     WHERE (t.paused OR t.concurrency IS NOT NULL OR t.rate_limit IS NOT NULL)
       AND (t.type = ANY(%(types)s::text[]) OR t.type LIKE ANY(%(prefixes)s::text[]))
 )
-SELECT least(
-    (SELECT min(run_at) FROM workflow_run
+SELECT
+    -- the first in run_at order (through swf_run_pending_due_idx; with min(), a planner
+    -- misled by stale statistics read the whole backlog through swf_run_pending_type_idx)
+    (SELECT run_at FROM workflow_run
      WHERE status = 'pending' AND deleted_at IS NULL
+       AND run_at > now() - make_interval(secs => %(since)s)
        AND (type = ANY(%(types)s::text[]) OR type LIKE ANY(%(prefixes)s::text[]))
        AND type NOT IN (SELECT type FROM control
-                        WHERE paused OR at_limit IS TRUE OR token_at > now())),
+                        WHERE paused OR at_limit IS TRUE OR token_at > now())
+     ORDER BY run_at LIMIT 1) AS due,
     (SELECT min(token_at) FROM control c
      WHERE NOT c.paused AND c.at_limit IS NOT TRUE AND c.token_at > now()
        AND EXISTS (SELECT 1 FROM workflow_run w
-                   WHERE w.type = c.type AND w.status = 'pending' AND w.deleted_at IS NULL))
-) AS due,
-EXISTS (SELECT 1 FROM control c
-        WHERE NOT c.paused AND c.at_limit
-          AND EXISTS (SELECT 1 FROM workflow_run w
-                      WHERE w.type = c.type AND w.status = 'pending'
-                        AND w.deleted_at IS NULL AND w.run_at <= now())) AS held_back;
+                   WHERE w.type = c.type AND w.status = 'pending'
+                     AND w.deleted_at IS NULL)) AS token_at,
+    EXISTS (SELECT 1 FROM control c
+            WHERE NOT c.paused AND c.at_limit
+              AND EXISTS (SELECT 1 FROM workflow_run w
+                          WHERE w.type = c.type AND w.status = 'pending'
+                            AND w.deleted_at IS NULL AND w.run_at <= now())) AS held_back;
 
 -- heartbeat --
 -- Extend the leases this worker still holds (never shorten one: a handler's `run.heartbeat()`

@@ -82,9 +82,10 @@ ORDER BY priority, created_at
 LIMIT :limit;
 
 -- next_due --
--- the types held back (paused, at a limit) are left out: sqlite_fleet.next_due
+-- the types held back (paused, at a limit) are left out: sqlite_fleet.next_due; runs due
+-- before :since came with the claim that came back short (a held backlog is not walked)
 SELECT min(run_at) AS due FROM workflow_run
-WHERE status = 'pending' AND deleted_at IS NULL
+WHERE status = 'pending' AND deleted_at IS NULL AND run_at > :since
   AND (workflow_run.type IN (SELECT value FROM json_each(:types))
        OR EXISTS (SELECT 1 FROM json_each(:prefixes) p
                   WHERE workflow_run.type LIKE p.value ESCAPE '\'))
