@@ -239,6 +239,10 @@ def test_the_next_due_run_is_found_without_walking_a_held_backlog(dsn: str) -> N
         assert run is not None
         assert client.backend.next_due(["t.echo", "t.nap"], []) == NextDue(run.run_at, True)
         assert _next_due_cost(dsn, ["t.echo", "t.nap"]) < 200
+        # a place frees (here: a higher limit) after the claim: its backlog is due at once
+        Fleet(client.backend).limit("t.echo", concurrency=2)
+        due = client.backend.next_due(["t.echo", "t.nap"], [])
+        assert due.at is not None and due.at <= datetime.now(UTC) and not due.held_back
 
 
 def _next_due_cost(dsn: str, types: list[str]) -> int:

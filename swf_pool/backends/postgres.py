@@ -314,8 +314,8 @@ class PostgresBackend(PostgresPool, PostgresFleet):
     def next_due(self, types: Sequence[str], prefixes: Sequence[str]) -> NextDue:
         params = {"types": list(types), "prefixes": list(prefixes), "since": DUE_SINCE_SECONDS}
         [row] = self._rows("next_due", params)
-        due, token_at = row["due"], row["token_at"]
-        at = min(due, token_at) if due and token_at else due or token_at
+        token_at = row["token_at"]
+        at = min((t for t in (row["ready"], row["due"], token_at) if t), default=None)
         return NextDue(at, row["held_back"], token_at is not None)
 
     def register(self, names: Sequence[str]) -> None:

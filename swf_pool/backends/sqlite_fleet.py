@@ -114,18 +114,21 @@ def _free(
 
 def next_due(db: sqlite3.Connection, match: dict[str, Any], moment: datetime) -> NextDue:
     """When a run of ours comes due next (see PostgreSQL's `next_due`): the paused types and
-    those at a limit are left out; a rate-limited type is due with its next token."""
-    blocked, held_back, token_at = [], False, []
+    those at a limit are left out; a rate-limited type is due with its next token, a limited
+    type with a place or a token free now at once."""
+    blocked, held_back, token_at, ready = [], False, [], []
     for row in db.execute(Q["held_types"], match).fetchall():
         control = dict(row)
-        allowance, tokens = _allowance(db, control, 1, moment)
-        if allowance > 0:
-            continue
-        blocked.append(control["type"])
         if control["paused"]:
+            blocked.append(control["type"])
             continue
+        allowance, tokens = _allowance(db, control, 1, moment)
         waits = db.execute(Q["waiting_of_type"], {"type": control["type"], "now": match["now"]})
         due, waiting = waits.fetchone()
+        if allowance > 0:  # a place or a token since the claim: due now, if a run waits
+            ready += [moment] if due else []
+            continue
+        blocked.append(control["type"])
         if tokens is None or tokens >= 1:  # at its concurrency limit
             held_back = held_back or bool(due)
         elif waiting:
@@ -138,7 +141,7 @@ def next_due(db: sqlite3.Connection, match: dict[str, Any], moment: datetime) ->
         free = parse_time(text)
     except ValueError:  # a run_at in no known form sorts after every date: never due
         free = None
-    at = min([*token_at, *([free] if free else [])], default=None)
+    at = min([*ready, *token_at, *([free] if free else [])], default=None)
     return NextDue(at, held_back, bool(token_at))
 
 

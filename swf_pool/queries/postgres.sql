@@ -284,6 +284,13 @@ WITH control AS (
       AND (t.type = ANY(%(types)s::text[]) OR t.type LIKE ANY(%(prefixes)s::text[]))
 )
 SELECT
+    -- a limited type with a place or a token free since the claim, and a run due: due now
+    (SELECT now() FROM control c
+     WHERE NOT c.paused AND c.at_limit IS NOT TRUE AND coalesce(c.token_at <= now(), true)
+       AND EXISTS (SELECT 1 FROM workflow_run w
+                   WHERE w.type = c.type AND w.status = 'pending'
+                     AND w.deleted_at IS NULL AND w.run_at <= now())
+     LIMIT 1) AS ready,
     -- the first in run_at order (through swf_run_pending_due_idx; with min(), a planner
     -- misled by stale statistics read the whole backlog through swf_run_pending_type_idx)
     (SELECT run_at FROM workflow_run
