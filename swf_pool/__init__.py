@@ -6,6 +6,7 @@ from .aclient import AsyncClient
 from .client import Client
 from .coordinator import Pool
 from .errors import (
+    ClientClosed,
     ConfigError,
     ConnectError,
     DatabaseError,
@@ -42,6 +43,7 @@ __all__ = [
     "AsyncClient",
     "Audit",
     "Client",
+    "ClientClosed",
     "ConfigError",
     "ConnectError",
     "DataRejected",

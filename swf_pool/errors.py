@@ -90,6 +90,11 @@ class InvalidConnection(ValidationError):
     one whose transaction has failed, or one to another database)."""
 
 
+class ClientClosed(ConfigError):
+    """The client is closed: open a new one (`with Client(...) as client:` closes it at the
+    end of the block)."""
+
+
 class WaitTimeout(SwfError, TimeoutError):
     """The run did not finish within the wait's timeout."""
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,9 @@ from .schedules import MissedPolicy, first_fire, validate_cron, validate_zone
 
 INT32_MAX = 2**31 - 1
 MAX_TYPE_LENGTH = 255
+# PostgreSQL's unique index on the key holds at most about 2,700 bytes; a longer key was the
+# database's own error after the round trip (the Go library's column is unbounded TEXT)
+MAX_KEY_BYTES = 1000
 MAX_LIST_LIMIT = 1000
 MAX_DELAY_SECONDS = 100 * 365 * 86400.0
 
@@ -51,7 +55,15 @@ def new_runs(items: Any) -> list[NewRun]:
     """`submit_many`'s items (mappings of `submit`'s arguments), every one validated; an error
     names the item."""
     runs = []
+    if isinstance(items, str | bytes | Mapping):
+        raise ValidationError(
+            f"submit_many takes an iterable of mappings (one per run), got {type(items).__name__}"
+        )
     for index, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise ValidationError(
+                f"item {index}: a run is a mapping of submit's arguments, got {type(item).__name__}"
+            )
         try:
             runs.append(new_run(**item))
         except TypeError as exc:
@@ -106,6 +118,8 @@ def _key(value: object) -> str | None:
     if value is None:
         return None
     text = _text("idempotency_key", value)
+    if len(text.encode()) > MAX_KEY_BYTES:
+        raise ValidationError(f"idempotency_key is longer than {MAX_KEY_BYTES} bytes (UTF-8)")
     return text or None  # the Go library treats an empty key as no key
 
 

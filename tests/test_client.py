@@ -11,6 +11,7 @@ import pytest
 
 from swf_pool import (
     Client,
+    ClientClosed,
     EventType,
     InvalidPayload,
     RunAlreadyFinished,
@@ -109,6 +110,7 @@ BAD_SUBMITS: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"type": "a", "max_attempts": 0}, ValidationError, "max_attempts must be between"),
     ({"type": "a", "max_attempts": -1}, ValidationError, "max_attempts must be between"),
     ({"type": "a", "idempotency_key": 5}, ValidationError, "idempotency_key must be a string"),
+    ({"type": "a", "idempotency_key": "é" * 501}, ValidationError, "longer than 1000 bytes"),
     ({"type": "a", "run_at": datetime(2030, 1, 1)}, ValidationError, "timezone-aware"),
     ({"type": "a", "run_at": "tomorrow"}, ValidationError, "run_at must be a datetime"),
     (
@@ -135,6 +137,33 @@ def test_bad_input_is_typed_and_writes_nothing(
             client.submit(**item)
     assert count(dsn) == 0
     assert count(dsn, "workflow_event") == 0
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        ("abc", "iterable of mappings .* got str"),
+        ({"type": "a"}, "got dict"),
+        (["a"], "item 0: a run"),
+    ],
+)
+def test_submit_many_names_what_it_takes(
+    client: Client, dsn: str, items: Any, message: str
+) -> None:
+    """A string was read as runs one character each ('argument after ** must be a mapping')."""
+    with pytest.raises(ValidationError, match=message):
+        client.submit_many(items)
+    assert count(dsn) == 0
+
+
+def test_a_closed_client_says_so(dsn: str) -> None:
+    """It said 'lost the database' (PostgreSQL) or 'Cannot operate on a closed database'."""
+    client = Client(dsn)
+    client.close()
+    with pytest.raises(ClientClosed, match="client is closed"):
+        client.submit("a.v1")
+    with pytest.raises(ClientClosed):
+        client.list()
 
 
 def test_deeply_nested_payload_is_refused(client: Client, dsn: str) -> None:

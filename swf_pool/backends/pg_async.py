@@ -14,7 +14,7 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..dsn import PostgresTarget, redact
-from ..errors import ConnectError, DatabaseError, InvalidConnection
+from ..errors import ClientClosed, ConnectError, DatabaseError, InvalidConnection
 from ..listener import FinishedListener
 from .pg_connect import CONNECT_TIMEOUT_SECONDS, Transient, translate
 from .pg_drive import AsyncPostgresCaller, run_queries_async
@@ -63,6 +63,8 @@ class AsyncPostgresBackend:
     async def _checked_out(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """As `PostgresPool._checked_out`: a healthy connection costs no round trip; one the
         server closed is replaced, after a check of all its idle siblings."""
+        if self._pool.closed:
+            raise ClientClosed
         async with self._pool.connection() as conn:
             if not await closed_by_server(conn):
                 yield conn

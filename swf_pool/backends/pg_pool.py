@@ -17,7 +17,7 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..dsn import PostgresTarget, redact
-from ..errors import ConnectError
+from ..errors import ClientClosed, ConnectError
 from .pg_connect import CONNECT_TIMEOUT_SECONDS, connect_options, probe, translate
 from .pg_ops import Row
 
@@ -137,6 +137,8 @@ class PostgresPool:
         (a check per checkout would be in every idle pool's wake-up latency). One it closed
         goes back to the pool, which replaces it; its idle siblings were most likely closed
         with it (a restart), so they are all checked before the next is taken."""
+        if self._pool.closed:
+            raise ClientClosed
         with self._pool.connection() as conn:
             if not closed_by_server(conn):
                 yield conn

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..dsn import SqliteTarget
-from ..errors import ConnectError, SchemaNotReady
+from ..errors import ClientClosed, ConnectError, SchemaNotReady
 from .sqlite_rows import Q, decode_row, translate
 
 BUSY_TIMEOUT_SECONDS = 30.0
@@ -23,6 +23,7 @@ class SqliteFile:
         self.target = target
         self.description = f"sqlite {target.path}"
         self._lock = threading.RLock()
+        self.closed = False
         if not create and target.path != ":memory:" and not os.path.exists(target.path):
             raise SchemaNotReady(
                 f"no SQLite database at {target.path!r}: check the path, or create it with "
@@ -48,10 +49,13 @@ class SqliteFile:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self.closed = True
 
     @contextmanager
     def _tx(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self.closed:
+                raise ClientClosed
             try:
                 self._db.execute(f"BEGIN {mode}")
                 try:
