@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from datetime import UTC
 from typing import Any
@@ -71,7 +72,14 @@ def _schedule_options(parser: argparse.ArgumentParser, kept: bool) -> None:
     parser.add_argument("--catch-up-limit", type=int, help="most missed fires made up")
 
 
-def schedule(args: argparse.Namespace) -> None:
+UPDATES = ("cron", "timezone", "priority", "max_attempts", "missed", "catch_up_limit")
+
+
+def schedule(args: argparse.Namespace) -> int:
+    if args.action == "update" and args.payload is None and not _given(args, *UPDATES):
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in (*UPDATES, "payload"))
+        print(f"swf-pool: error: schedule update: give one or more of {flags}", file=sys.stderr)
+        return 2  # a usage error: nothing to change
     with Client(args.dsn) as client:
         if args.action == "add":
             options = _given(args, "priority", "max_attempts", "missed", "catch_up_limit")
@@ -90,9 +98,7 @@ def schedule(args: argparse.Namespace) -> None:
             if not schedules:
                 print("no schedules")
         elif args.action == "update":
-            changes = _given(
-                args, "cron", "timezone", "priority", "max_attempts", "missed", "catch_up_limit"
-            )
+            changes = _given(args, *UPDATES)
             if args.payload is not None:
                 changes["payload"] = argtypes.json_value(args.payload)
             _print_schedule(client.schedules.update(args.id, **changes))
@@ -109,6 +115,7 @@ def schedule(args: argparse.Namespace) -> None:
             if found is None:
                 raise ScheduleNotFound(f"schedule {args.id!r} not found")
             _print_schedule(found)
+    return 0
 
 
 def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:

@@ -342,6 +342,8 @@ def test_schedule_cli(sqlite_dsn: str) -> None:
     assert "enabled" in cli("schedule", "resume", schedule_id, "--dsn", sqlite_dsn).stdout
     out = cli("schedule", "update", schedule_id, "--cron", "@hourly", "--dsn", sqlite_dsn)
     assert "'0 * * * *'" in out.stdout
+    out = cli("schedule", "update", schedule_id, "--dsn", sqlite_dsn)  # nothing to change
+    assert out.returncode == 2 and "give one or more of --cron" in out.stderr
     assert cli("schedule", "rm", schedule_id, "--dsn", sqlite_dsn).returncode == 0
     assert cli("schedule", "list", "--dsn", sqlite_dsn).stdout.strip() == "no schedules"
     out = cli("schedule", "show", schedule_id, "--dsn", sqlite_dsn)
