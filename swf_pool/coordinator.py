@@ -48,8 +48,7 @@ log = logging.getLogger("swf_pool.pool")
 
 IDLE_WAIT_SECONDS = 1.0  # the longest we block without looking around
 TIMEOUT_CHECK_SECONDS = 0.05
-DRAIN_WAIT_SECONDS = 10.0  # a drain waits for runs due this soon (retries with short delays),
-# and for runs due now that wait for a place or a token of their type's limit
+DRAIN_WAIT_SECONDS = 10.0  # a drain waits for runs due this soon (and held back: `waiting`)
 
 
 class Pool:
