@@ -30,15 +30,21 @@ from swf_pool import (
 from swf_pool.backends import postgres as pg_backend
 from swf_pool.backends import sqlite as sqlite_backend
 from swf_pool.backends.pg_async import AsyncPostgresBackend
+from swf_pool.dsn import PostgresTarget, parse_dsn
 from swf_pool.models import RunFilter
 
-from .helpers import count, kind, wait_until
+from .helpers import count, kind, sql, wait_until
 from .test_api import KEY as API_KEY
 from .test_api import V1, start, stop
 
-# Incompressible, so PostgreSQL's unique index on the key cannot hold it ("index row requires
-# 10016 bytes"); "k" * 10000 compresses to a short index entry, which it accepts.
-LONG_KEY = secrets.token_hex(5000)
+# A payload the database refuses past validation: PostgreSQL through a CHECK the test adds,
+# SQLite through a lowered length limit.
+REFUSED = {"refuse": secrets.token_hex(3000)}
+
+
+def _refuse(dsn: str) -> None:
+    if isinstance(parse_dsn(dsn), PostgresTarget):
+        sql(dsn, "ALTER TABLE workflow_run ADD CONSTRAINT refused CHECK (NOT payload ? 'refuse')")
 
 
 def test_data_the_database_refuses_is_invalid_input(dsn: str) -> None:
@@ -47,14 +53,15 @@ def test_data_the_database_refuses_is_invalid_input(dsn: str) -> None:
         if isinstance(backend, sqlite_backend.SqliteBackend):
             # SQLite stores text of any length: lower its limit so that it refuses the key too
             backend._db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 5000)
+        _refuse(dsn)
         opened = _connections_opened(client)
         with pytest.raises(ValidationError) as caught:
-            client.submit("t", {}, idempotency_key=LONG_KEY)
+            client.submit("t", REFUSED)
         assert isinstance(caught.value, DataRejected)
         assert not isinstance(caught.value, ConnectError)
         assert count(dsn) == 0
         # the same client goes on, on the same connection (nothing was purged)
-        client.submit("t", {}, idempotency_key="short")
+        client.submit("t", {})
         assert count(dsn) == 1
         assert _connections_opened(client) == opened
 
@@ -62,10 +69,11 @@ def test_data_the_database_refuses_is_invalid_input(dsn: str) -> None:
 def test_data_the_database_refuses_is_a_400_over_rest(postgres_dsn: str) -> None:
     server = start(postgres_dsn, "--api-key", API_KEY)
     try:
-        body = {"type": "t", "payload": {}, "idempotency_key": LONG_KEY}
+        _refuse(postgres_dsn)
+        body = {"type": "t", "payload": REFUSED}
         reply = server.call("POST", f"{V1}/workflows", body)
         assert reply.status == 400, reply.body
-        assert "index row requires" in reply.body["error"]
+        assert "violates check constraint" in reply.body["error"]
         assert count(postgres_dsn) == 0
         reply = server.call("POST", f"{V1}/workflows", {"type": "t", "payload": {}})
         assert reply.status == 201, reply.body
