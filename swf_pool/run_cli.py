@@ -115,38 +115,34 @@ def _add_run(commands: Any, _add_dsn: AddDsn) -> None:
         "coordinator processes, each with its share of --processes, supervised by this one "
         "(for many cores, where one coordinator's loop is the limit)",
     )
-    run.add_argument(
-        "--drain",
-        action="store_true",
-        default=None,  # from $SWF_DRAIN: `switches_from_env`
-        help="exit once no runnable run is left (env SWF_DRAIN=1)",
-    )
+    _switch(run, "drain", "exit once no runnable run is left")
     _switches(run, "also run the schedule ticker")
 
 
-SWITCHES = {"drain": "DRAIN", "schedules": "SCHEDULES", "auto_migrate": "AUTO_MIGRATE"}
+SWITCHES = ("drain", "schedules", "auto_migrate")  # each also from $SWF_<NAME>
 
 
 def switches_from_env(args: argparse.Namespace) -> None:
     """The switches not on the command line take $SWF_<NAME>, read only for the commands that
     have them (a bad SWF_DRAIN must not stop `swf-pool runs list`)."""
-    for dest, env in SWITCHES.items():
+    for dest in SWITCHES:
         if getattr(args, dest, False) is None:
-            setattr(args, dest, argtypes.env_switch(env))
+            setattr(args, dest, argtypes.env_switch(dest.upper()))
 
 
 def _switches(parser: argparse.ArgumentParser, schedules_help: str) -> None:
-    """--schedules and --auto-migrate, each also from $SWF_<NAME>=1."""
-    for flag, env, text in (
-        ("--schedules", "SCHEDULES", schedules_help),
-        ("--auto-migrate", "AUTO_MIGRATE", "apply pending migrations first"),
-    ):
-        parser.add_argument(
-            flag,
-            action="store_true",
-            default=None,  # from $SWF_<env>: `switches_from_env`
-            help=f"{text} (env SWF_{env}=1)",
-        )
+    _switch(parser, "schedules", schedules_help)
+    _switch(parser, "auto_migrate", "apply pending migrations first")
+
+
+def _switch(parser: argparse.ArgumentParser, dest: str, text: str) -> None:
+    """A switch of SWITCHES: None when not given, for `switches_from_env`."""
+    parser.add_argument(
+        f"--{dest.replace('_', '-')}",
+        action="store_true",
+        default=None,
+        help=f"{text} (env SWF_{dest.upper()}=1)",
+    )
 
 
 def _add_serve(commands: Any, _add_dsn: AddDsn) -> None:

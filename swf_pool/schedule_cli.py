@@ -76,7 +76,10 @@ UPDATES = ("cron", "timezone", "priority", "max_attempts", "missed", "catch_up_l
 
 
 def schedule(args: argparse.Namespace) -> int:
-    if args.action == "update" and args.payload is None and not _given(args, *UPDATES):
+    changes = _given(args, *UPDATES) if args.action == "update" else {}
+    if args.action == "update" and args.payload is not None:
+        changes["payload"] = argtypes.json_value(args.payload)
+    if args.action == "update" and not changes:
         flags = ", ".join(f"--{name.replace('_', '-')}" for name in (*UPDATES, "payload"))
         print(f"swf-pool: error: schedule update: give one or more of {flags}", file=sys.stderr)
         return 2  # a usage error: nothing to change
@@ -98,9 +101,6 @@ def schedule(args: argparse.Namespace) -> int:
             if not schedules:
                 print("no schedules")
         elif args.action == "update":
-            changes = _given(args, *UPDATES)
-            if args.payload is not None:
-                changes["payload"] = argtypes.json_value(args.payload)
             _print_schedule(client.schedules.update(args.id, **changes))
         elif args.action == "rm":
             client.schedules.delete(args.id)
